@@ -1,0 +1,84 @@
+"""PyTorch adapter: gradients from ``.grad``, parameters written in place under no_grad.
+
+Writing through ``param.detach()`` views keeps every ``nn.Parameter`` object (and so
+every reference a model holds) and bumps its version counter, as torch.optim does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from uniopt._adapter import Adapter
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+    grads_on_params = True
+    chunk_elements = 1 << 16
+
+    def device(self, x: Any) -> str:
+        return str(x.device)
+
+    def dtype_name(self, x: Any) -> str:
+        return str(x.dtype).removeprefix("torch.")
+
+    def data(self, p: Any) -> Any:
+        return p.detach()
+
+    def flat(self, x: Any) -> Any:
+        return x.detach().reshape(-1)
+
+    def flat_view(self, x: Any) -> Any:
+        return x.detach().view(-1)
+
+    def contiguous(self, x: Any) -> bool:
+        return x.is_contiguous()
+
+    def write(self, dst: Any, src: Any) -> None:
+        dst.copy_(src)
+
+    def get_grad(self, p: Any) -> Any:
+        return p.grad
+
+    def clear_grad(self, p: Any, set_to_none: bool) -> None:
+        if p.grad is None:
+            return
+        if set_to_none:
+            p.grad = None
+            return
+        if p.grad.grad_fn is not None:
+            p.grad.detach_()
+        else:
+            p.grad.requires_grad_(False)
+        p.grad.zero_()
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        x = x.detach().cpu()
+        if x.dtype == torch.bfloat16:
+            import ml_dtypes
+
+            return x.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
+        return x.numpy().copy()
+
+    def from_numpy(self, a: np.ndarray, like: Any) -> Any:
+        if a.dtype.name == "bfloat16":
+            t = torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(a).copy())
+        return t.to(device=like.device, dtype=like.dtype)
+
+    def no_grad(self) -> contextlib.AbstractContextManager:
+        return torch.no_grad()
+
+    def enable_grad(self) -> contextlib.AbstractContextManager:
+        return torch.enable_grad()
+
+    def backward(self, loss: Any) -> None:
+        loss.backward()
+
+
+ADAPTER = TorchAdapter()

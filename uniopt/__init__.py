@@ -1,0 +1,27 @@
+"""uniopt: optimizers and learning-rate schedules written once against the Python
+array API standard, running unchanged on NumPy, CuPy, PyTorch and JAX arrays.
+
+Two faces over one engine: stateful optimizers (``uniopt.AdamW(params).step()``)
+and pure transforms (``uniopt.adamw().update(grads, state, params)``).
+"""
+
+from uniopt.algorithms.adam import Adam, adam
+from uniopt.algorithms.adamw import AdamW, adamw
+from uniopt.algorithms.sgd import SGD, sgd
+from uniopt.optimizer import Optimizer
+from uniopt.transform import Transform, TransformState, apply_updates
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Optimizer",
+    "Transform",
+    "TransformState",
+    "adam",
+    "adamw",
+    "apply_updates",
+    "sgd",
+]

@@ -1,0 +1,24 @@
+"""``python -m uniopt``: the command line (``parity``; later ``plot-schedule`` ...)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from uniopt.parity import report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m uniopt", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    report.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

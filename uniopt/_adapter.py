@@ -1,0 +1,124 @@
+"""Choosing the I/O adapter for an array, lazily.
+
+An adapter knows where a framework keeps gradients, how to write parameters back,
+how to move arrays to and from the host and how to compile a pure function. It
+holds no update math. Adapters live in ``uniopt.backends`` (the top-level
+``backends/`` folder) and are imported only when an array of that library is seen,
+so ``import uniopt`` needs none of torch, jax or cupy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+
+class Adapter:
+    """Base adapter: the behaviour of a mutable array library without gradients on arrays.
+
+    Subclasses override what differs for their library. Every method is plain I/O.
+    """
+
+    name = "generic"
+    #: arrays can be written in place (numpy, torch, cupy); jax and strict cannot rely on it
+    mutable = True
+    #: gradients live on the parameters (torch ``.grad``)
+    grads_on_params = False
+    #: elements per block on eager paths: a block's temporaries stay cache-sized
+    chunk_elements = 1 << 16
+
+    def namespace(self, x: Any) -> Any:
+        return array_api_compat.array_namespace(x)
+
+    def is_array(self, x: Any) -> bool:
+        return hasattr(x, "__array_namespace__")
+
+    def device(self, x: Any) -> str:
+        return str(array_api_compat.device(x))
+
+    def dtype_name(self, x: Any) -> str:
+        return str(x.dtype).rsplit(".", 1)[-1]
+
+    def data(self, p: Any) -> Any:
+        """The array behind a parameter (a Parameter's detached tensor on torch)."""
+        return p
+
+    def flat(self, x: Any) -> Any:
+        """``x`` as a 1-D array for reading (a view where possible, else a copy)."""
+        return self.namespace(x).reshape(x, (-1,))
+
+    def flat_view(self, x: Any) -> Any:
+        """A writable 1-D view of the contiguous array ``x`` (mutable backends only)."""
+        return self.flat(x)
+
+    def contiguous(self, x: Any) -> bool:
+        """Whether ``x`` can be written through a flat view."""
+        return True
+
+    def write(self, dst: Any, src: Any) -> None:
+        """Copy ``src`` into the 1-D view ``dst`` in place."""
+        dst[...] = src
+
+    def get_grad(self, p: Any) -> Any:
+        raise TypeError(f"{self.name} arrays carry no gradient: pass grads to step()")
+
+    def clear_grad(self, p: Any, set_to_none: bool) -> None:
+        return None
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x).copy()
+
+    def from_numpy(self, a: np.ndarray, like: Any) -> Any:
+        xp = self.namespace(like)
+        return xp.asarray(a, dtype=like.dtype, device=array_api_compat.device(like), copy=True)
+
+    def no_grad(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def enable_grad(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def compile(self, fn: Callable, donate_argnums: tuple[int, ...] = ()) -> Callable | None:
+        """A compiled version of the pure ``fn``, or None where eager execution is used."""
+        return None
+
+    def backward(self, loss: Any) -> None:
+        raise TypeError(f"minimize(loss) needs autograd arrays; {self.name} arrays have none")
+
+
+_MODULES = (
+    # (array_api_compat predicate, adapter module); order matters: numpy last among named
+    ("is_torch_array", "torch"),
+    ("is_jax_array", "jax"),
+    ("is_cupy_array", "cupy"),
+    ("is_numpy_array", "numpy"),
+)
+_cache: dict[str, Adapter] = {}
+
+
+def _load(module: str) -> Adapter:
+    if module not in _cache:
+        _cache[module] = importlib.import_module(f"uniopt.backends.{module}").ADAPTER
+    return _cache[module]
+
+
+def adapter_for(x: Any) -> Adapter:
+    """The adapter for array ``x``; raises TypeError for things that are not arrays."""
+    for predicate, module in _MODULES:
+        if getattr(array_api_compat, predicate)(x):
+            return _load(module)
+    if hasattr(x, "__array_namespace__"):
+        return _load("generic")
+    raise TypeError(f"expected an array (numpy, torch, jax, cupy or array-API), got {type(x)!r}")
+
+
+def is_array(x: Any) -> bool:
+    """True for any array uniopt can optimize (no import of any framework)."""
+    return any(getattr(array_api_compat, p)(x) for p, _ in _MODULES) or hasattr(
+        x, "__array_namespace__"
+    )

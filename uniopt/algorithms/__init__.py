@@ -1,0 +1,2 @@
+"""One module per algorithm: its rule (the equation), its stateful optimizer class
+and its functional transform."""

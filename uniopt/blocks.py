@@ -1,0 +1,80 @@
+"""Small pieces of update math that algorithms compose (never copy).
+
+Each works on whole flat blocks and on Python-float or 0-d-array scalars alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from uniopt.rule import Scalars
+
+
+def signed(g: Any, maximize: bool) -> Any:
+    """The descent direction's gradient: ``-g`` when maximizing."""
+    return -g if maximize else g
+
+
+def l2_penalty(g: Any, p: Any, weight_decay: Any) -> Any:
+    """L2 regularization folded into the gradient: ``g + wd * p``."""
+    if isinstance(weight_decay, float) and weight_decay == 0.0:
+        return g
+    return g + weight_decay * p
+
+
+def decoupled_decay(p: Any, lr: Any, weight_decay: Any) -> Any:
+    """Decoupled weight decay as a delta (Loshchilov & Hutter, 2019): ``-lr * wd * p``."""
+    return -(lr * weight_decay) * p
+
+
+def ema(average: Any, x: Any, beta: Any) -> Any:
+    """Exponential moving average ``beta * average + (1 - beta) * x``."""
+    return beta * average + (1.0 - beta) * x
+
+
+def bias_corrections(beta1: float, beta2: float, step: Any, enabled: bool) -> tuple[Any, Any]:
+    """``(1 - beta1^t, sqrt(1 - beta2^t))``, or ``(1, 1)`` without bias correction."""
+    if not enabled:
+        return 1.0, 1.0
+    return 1.0 - beta1**step, (1.0 - beta2**step) ** 0.5
+
+
+def adam_moments(
+    xp: Any, state: Mapping[str, Any], g: Any, s: Scalars, amsgrad: bool
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Adam's moment estimates (Kingma & Ba, 2015), with the AMSGrad maximum
+    (Reddi et al., 2018) when asked:
+
+        m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;   v_max = max(v_max, v)
+
+    Returns ``(m, v_used, new_state)``.
+    """
+    m = ema(state["exp_avg"], g, s.beta1)
+    v = ema(state["exp_avg_sq"], g * g, s.beta2)
+    new_state = {"exp_avg": m, "exp_avg_sq": v}
+    if not amsgrad:
+        return m, v, new_state
+    v_max = xp.maximum(state["max_exp_avg_sq"], v)
+    new_state["max_exp_avg_sq"] = v_max
+    return m, v_max, new_state
+
+
+def adam_step(xp: Any, m: Any, v: Any, s: Scalars) -> Any:
+    """The bias-corrected Adam step ``lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)``."""
+    return s.step_size * m / (xp.sqrt(v) / s.bc2_sqrt + s.eps)
+
+
+def adam_scalars(hp: Mapping[str, Any], step: Any, bias_correction: bool) -> dict[str, Any]:
+    """Per-step scalars of the Adam family."""
+    beta1, beta2 = hp["betas"]
+    bc1, bc2_sqrt = bias_corrections(beta1, beta2, step, bias_correction)
+    return {
+        "lr": hp["lr"],
+        "beta1": beta1,
+        "beta2": beta2,
+        "eps": hp["eps"],
+        "weight_decay": hp["weight_decay"],
+        "step_size": hp["lr"] / bc1,
+        "bc2_sqrt": bc2_sqrt,
+    }

@@ -1,0 +1,1 @@
+"""The execution engine: segment tables, blocks and the drivers that run rules."""

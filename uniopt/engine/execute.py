@@ -1,0 +1,60 @@
+"""Running a rule over a segment: one pure function, two ways to drive it.
+
+``rule_on_block`` is the whole of the math the engine does: the rule's delta and
+new state for one block. Mutable backends (numpy, torch, cupy) drive it eagerly over
+cache-sized blocks and write results in place; immutable ones (jax, array-API) run
+``update_tensors`` over a run of tensors at once, jitted where the adapter compiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from uniopt.engine.layout import Block, Layout
+from uniopt.rule import Rule, Scalars
+
+
+def rule_on_block(
+    xp: Any,
+    rule: Rule,
+    block: Block,
+    p: Any,
+    g: Any,
+    state: Mapping[str, Any],
+    scalars: Mapping[str, Any],
+) -> tuple[Any, dict[str, Any]]:
+    """``(delta, new_state)`` of ``rule`` on one block."""
+    return rule.update(xp, p, g, state, Scalars(scalars), block)
+
+
+def update_tensors(
+    xp: Any,
+    rule: Rule,
+    layout: Layout,
+    first: int,
+    last: int,
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    state: Mapping[str, Any],
+    scalars: Mapping[str, Any],
+) -> tuple[list[Any], dict[str, Any]]:
+    """Pure update of tensors ``first .. last-1`` of a segment, given as separate arrays.
+
+    ``state`` holds the segment's flat slots. Returns the deltas, shaped like the
+    tensors, and the new flat state. Traceable: no Python branch on array values.
+    """
+    spans = layout.spans[first:last]
+    run = Layout.of([s.name for s in spans], [s.shape for s in spans])
+    block = next(run.blocks(0, len(spans), None, whole_tensors=True))
+    p = block.gather(xp, [xp.reshape(x, (-1,)) for x in params])
+    g = block.gather(xp, [xp.reshape(x, (-1,)) for x in grads])
+    start, stop = spans[0].offset, spans[-1].stop
+    whole = start == 0 and stop == layout.size
+    own = {k: v if whole else v[start:stop] for k, v in state.items()}
+    delta, new_own = rule_on_block(xp, rule, block, p, g, own, scalars)
+    new_state = dict(state)
+    for k, v in new_own.items():
+        new_state[k] = v if whole else xp.concat([state[k][:start], v, state[k][stop:]])
+    deltas = [xp.reshape(d, s.shape) for d, s in zip(block.split(delta), spans)]
+    return deltas, new_state

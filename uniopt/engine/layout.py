@@ -1,0 +1,136 @@
+"""The segment table: where each tensor lies in its segment's flat index space,
+and how a range of it is cut into blocks.
+
+A *segment* is the parameters of one param group that share a backend, device and
+dtype, laid end to end. Its optimizer state is one flat array per slot. Update rules
+run on *blocks*: contiguous ranges of a segment, cut so that eager temporaries stay
+cache-sized, or never splitting a tensor when the rule reduces over whole tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tensor's row in the segment table."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    size: int
+
+    @property
+    def stop(self) -> int:
+        return self.offset + self.size
+
+
+@dataclass(frozen=True)
+class Piece:
+    """The part ``[lo, hi)`` of tensor ``index``'s flat view that a block covers."""
+
+    index: int
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class Block:
+    """A contiguous range ``[start, stop)`` of a segment and the tensor pieces in it."""
+
+    start: int
+    stop: int
+    pieces: tuple[Piece, ...]
+
+    def gather(self, xp: Any, flats: Sequence[Any]) -> Any:
+        """The block's values from the tensors' flat views (a view when one piece)."""
+        parts = [flats[p.index][p.lo : p.hi] for p in self.pieces]
+        return parts[0] if len(parts) == 1 else xp.concat(parts)
+
+    def split(self, x: Any) -> list[Any]:
+        """Cut a block-sized array back into its pieces."""
+        out, at = [], 0
+        for p in self.pieces:
+            out.append(x[at : at + p.hi - p.lo])
+            at += p.hi - p.lo
+        return out
+
+    @property
+    def whole_tensors(self) -> bool:
+        return all(p.lo == 0 for p in self.pieces)
+
+    def tensor_sums(self, xp: Any, x: Any) -> Any:
+        """Per-tensor sums of a block-sized array (the block must hold whole tensors)."""
+        return xp.stack([xp.sum(part) for part in self.split(x)])
+
+    def expand(self, xp: Any, per_tensor: Any) -> Any:
+        """Broadcast one value per tensor back to every element of the block."""
+        sizes = [p.hi - p.lo for p in self.pieces]
+        return xp.concat(
+            [xp.broadcast_to(per_tensor[i : i + 1], (n,)) for i, n in enumerate(sizes)]
+        )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The segment table of one segment."""
+
+    spans: tuple[Span, ...]
+
+    @classmethod
+    def of(cls, names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> Layout:
+        spans, offset = [], 0
+        for name, shape in zip(names, shapes):
+            size = math.prod(shape)
+            spans.append(Span(name, tuple(shape), offset, size))
+            offset += size
+        return cls(tuple(spans))
+
+    @property
+    def size(self) -> int:
+        return self.spans[-1].stop if self.spans else 0
+
+    def blocks(
+        self, first: int, last: int, max_elements: int | None, whole_tensors: bool
+    ) -> Iterator[Block]:
+        """Blocks covering tensors ``first .. last-1``.
+
+        ``max_elements=None`` gives one block. Otherwise blocks hold at most
+        ``max_elements`` elements, except that with ``whole_tensors`` a tensor is
+        never split (a tensor larger than the limit is a block of its own).
+        """
+        spans = self.spans[first:last]
+        if not spans:
+            return
+        if max_elements is None:
+            yield Block(
+                spans[0].offset,
+                spans[-1].stop,
+                tuple(Piece(first + i, 0, s.size) for i, s in enumerate(spans)),
+            )
+            return
+        pieces: list[Piece] = []
+        start = filled = spans[0].offset
+        for i, span in enumerate(spans, start=first):
+            lo = 0
+            while lo < span.size:
+                room = max_elements - (filled - start)
+                if whole_tensors:
+                    if pieces and span.size > room:
+                        yield Block(start, filled, tuple(pieces))
+                        pieces, start = [], filled
+                    take = span.size
+                else:
+                    take = min(span.size - lo, room)
+                pieces.append(Piece(i, lo, lo + take))
+                lo += take
+                filled += take
+                if filled - start >= max_elements:
+                    yield Block(start, filled, tuple(pieces))
+                    pieces, start = [], filled
+        if pieces:
+            yield Block(start, filled, tuple(pieces))

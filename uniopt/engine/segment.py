@@ -1,0 +1,124 @@
+"""A segment at run time: its parameters, segment table, namespace and flat state.
+
+The namespace, device and dtype are resolved once, when the segment is planned.
+Each step runs the rule over *runs*: maximal stretches of consecutive tensors that
+have a gradient and have taken the same number of steps (so bias corrections are
+shared). Usually a run is the whole segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import array_api_compat
+
+from uniopt._adapter import Adapter
+from uniopt.engine.execute import rule_on_block, update_tensors
+from uniopt.engine.layout import Layout
+from uniopt.rule import Rule
+
+ScalarsAt = Callable[[int], Mapping[str, Any]]
+
+
+class Segment:
+    """Parameters of one group sharing backend, device and dtype, updated as one."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        params: Sequence[Any],
+        adapter: Adapter,
+        positions: Sequence[int] | None = None,
+    ):
+        self.adapter = adapter
+        self.params = list(params)
+        #: where each tensor sits in its param group's ``params`` list
+        self.positions = list(positions) if positions is not None else list(range(len(params)))
+        data = [adapter.data(p) for p in self.params]
+        self.layout = Layout.of(names, [tuple(x.shape) for x in data])
+        self.xp = adapter.namespace(data[0])
+        self.dtype = data[0].dtype
+        self.device = array_api_compat.device(data[0])
+        self.steps = [0] * len(self.params)
+        self.state: dict[str, Any] = {}
+        self._compiled: dict[Any, Callable] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.layout.spans]
+
+    def ensure_state(self, slots: Mapping[str, float]) -> None:
+        """Allocate the flat state arrays the rule needs that are not there yet."""
+        for slot, initial in slots.items():
+            if slot not in self.state:
+                self.state[slot] = self.xp.full(
+                    (self.layout.size,), initial, dtype=self.dtype, device=self.device
+                )
+
+    def runs(self, grads: Sequence[Any]) -> list[tuple[int, int]]:
+        """Maximal ``[first, last)`` stretches of tensors with a gradient and equal steps."""
+        out, i, n = [], 0, len(grads)
+        while i < n:
+            if grads[i] is None:
+                i += 1
+                continue
+            j = i + 1
+            while j < n and grads[j] is not None and self.steps[j] == self.steps[i]:
+                j += 1
+            out.append((i, j))
+            i = j
+        return out
+
+    def step(self, rule: Rule, grads: Sequence[Any], scalars_at: ScalarsAt) -> None:
+        """One update of every tensor that has a gradient. ``scalars_at(t)`` gives the
+        per-step scalars for tensors taking their ``t``-th step."""
+        self.ensure_state(rule.slots())
+        for first, last in self.runs(grads):
+            scalars = scalars_at(self.steps[first] + 1)
+            if self.adapter.mutable:
+                self._step_in_place(rule, first, last, grads, scalars)
+            else:
+                self._step_functional(rule, first, last, grads, scalars)
+            for i in range(first, last):
+                self.steps[i] += 1
+
+    def _step_in_place(
+        self, rule: Rule, first: int, last: int, grads: Sequence[Any], scalars: Mapping
+    ) -> None:
+        adapter, xp = self.adapter, self.xp
+        params = [adapter.flat_view(adapter.data(p)) for p in self.params]
+        flat_grads = [None if g is None else adapter.flat(g) for g in grads]
+        for block in self.layout.blocks(
+            first, last, adapter.chunk_elements, rule.needs_tensor_reductions
+        ):
+            p, g = block.gather(xp, params), block.gather(xp, flat_grads)
+            own = {k: v[block.start : block.stop] for k, v in self.state.items()}
+            delta, new_state = rule_on_block(xp, rule, block, p, g, own, scalars)
+            new_p = p + delta
+            for k, v in new_state.items():
+                adapter.write(own[k], v)
+            for piece, part in zip(block.pieces, block.split(new_p)):
+                adapter.write(params[piece.index][piece.lo : piece.hi], part)
+
+    def _step_functional(
+        self, rule: Rule, first: int, last: int, grads: Sequence[Any], scalars: Mapping
+    ) -> None:
+        key = (rule, first, last, tuple(scalars))
+        fn = self._compiled.get(key)
+        if fn is None:
+            fn = self._compiled[key] = self._build(rule, first, last)
+        params = [self.adapter.data(p) for p in self.params[first:last]]
+        new_params, self.state = fn(params, list(grads[first:last]), self.state, dict(scalars))
+        self.params[first:last] = new_params
+
+    def _build(self, rule: Rule, first: int, last: int) -> Callable:
+        xp, layout = self.xp, self.layout
+
+        def step(params, grads, state, scalars):
+            deltas, new_state = update_tensors(
+                xp, rule, layout, first, last, params, grads, state, scalars
+            )
+            return [p + d for p, d in zip(params, deltas)], new_state
+
+        return self.adapter.compile(step, donate_argnums=(2,)) or step

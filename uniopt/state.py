@@ -1,0 +1,143 @@
+"""``state_dict`` / ``load_state_dict``: portable, name-keyed optimizer state.
+
+The dict holds host numpy arrays and plain Python values only::
+
+    {"format": "uniopt.optimizer", "version": 1, "algorithm": "adamw", "step_count": 7,
+     "param_groups": [{"lr": 1e-3, ..., "params": ["fc.weight", "fc.bias"]}],
+     "state": {"fc.weight": {"step": 7, "exp_avg": ndarray, "exp_avg_sq": ndarray}, ...}}
+
+A parameter that has not been stepped has no entry. Loading matches by name, checks
+everything first and changes nothing unless all of it fits.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from uniopt.optimizer import Optimizer
+
+FORMAT = "uniopt.optimizer"
+VERSION = 1
+_NOT_HYPERPARAMETERS = ("params", "param_names")
+
+
+def state_dict(opt: Optimizer) -> dict[str, Any]:
+    groups = []
+    for group in opt.param_groups:
+        saved = {k: v for k, v in group.items() if k not in _NOT_HYPERPARAMETERS}
+        saved["params"] = list(group["param_names"])
+        groups.append(saved)
+    state: dict[str, dict[str, Any]] = {}
+    for segment in (s for segments in opt._segments for s in segments):
+        host = {k: segment.adapter.to_numpy(v) for k, v in segment.state.items()}
+        for span, steps in zip(segment.layout.spans, segment.steps):
+            if steps:
+                entry: dict[str, Any] = {"step": steps}
+                for slot, flat in host.items():
+                    entry[slot] = flat[span.offset : span.stop].reshape(span.shape).copy()
+                state[span.name] = entry
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "algorithm": opt.rule.name,
+        "step_count": opt._step_count,
+        "param_groups": groups,
+        "state": state,
+    }
+
+
+def load_state_dict(opt: Optimizer, sd: Mapping[str, Any]) -> None:
+    owner = f"{type(opt).__name__}.load_state_dict"
+    _check_header(owner, sd, opt.rule.name)
+    saved_groups = sd["param_groups"]
+    if len(saved_groups) != len(opt.param_groups):
+        raise ValueError(
+            f"{owner}: the state has {len(saved_groups)} param groups, "
+            f"the optimizer {len(opt.param_groups)}"
+        )
+    problems: list[str] = []
+    new_hp = []
+    for i, (saved, group) in enumerate(zip(saved_groups, opt.param_groups)):
+        missing = sorted(set(group["param_names"]) - set(saved["params"]))
+        unexpected = sorted(set(saved["params"]) - set(group["param_names"]))
+        if missing or unexpected:
+            problems.append(f"group {i}: missing {missing}, unexpected {unexpected}")
+        hp = {k: saved.get(k, group[k]) for k in opt.defaults}
+        try:
+            new_hp.append(opt._validated(hp, owner))
+        except (TypeError, ValueError) as error:
+            problems.append(f"group {i}: {error}")
+    known = {n for g in opt.param_groups for n in g["param_names"]}
+    problems += [f"unknown parameter '{n}'" for n in sorted(set(sd["state"]) - known)]
+    if problems:
+        raise ValueError(f"{owner}: state does not match the optimizer: " + "; ".join(problems))
+    built = [
+        [_build_segment(owner, segment, opt.rule.from_group(hp).slots(), sd["state"], problems)
+         for segment in segments]
+        for segments, hp in zip(opt._segments, new_hp)
+    ]
+    if problems:
+        raise ValueError(f"{owner}: state does not match the optimizer: " + "; ".join(problems))
+    for group, hp, segments, new in zip(opt.param_groups, new_hp, opt._segments, built):
+        group.update(hp)
+        for segment, (slots, steps) in zip(segments, new):
+            segment.state, segment.steps = slots, steps
+    opt._step_count = int(sd["step_count"])
+
+
+def _check_header(owner: str, sd: Any, algorithm: str) -> None:
+    if not isinstance(sd, Mapping):
+        raise TypeError(f"{owner}: expected a dict from state_dict(), got {type(sd).__name__}")
+    if sd.get("format") != FORMAT:
+        raise ValueError(f"{owner}: not a uniopt optimizer state (format={sd.get('format')!r})")
+    version = sd.get("version")
+    if not isinstance(version, int) or not 1 <= version <= VERSION:
+        raise ValueError(f"{owner}: unsupported state version {version!r} (this uniopt reads "
+                         f"up to {VERSION})")
+    if sd.get("algorithm") != algorithm:
+        raise ValueError(f"{owner}: the state is for {sd.get('algorithm')!r}, not {algorithm!r}")
+    for key, kind in (("param_groups", list), ("state", Mapping), ("step_count", numbers.Integral)):
+        if not isinstance(sd.get(key), kind):
+            raise ValueError(f"{owner}: malformed state: '{key}' is missing or not a {kind.__name__}")
+
+
+def _build_segment(
+    owner: str, segment: Any, slots: Mapping[str, float], saved: Mapping[str, Any],
+    problems: list[str],
+) -> tuple[dict[str, Any], list[int]]:
+    """New flat state and step counts for one segment, built on the host then moved."""
+    dtype = segment.adapter.dtype_name(segment.adapter.data(segment.params[0]))
+    host = {}
+    steps = [0] * len(segment.layout.spans)
+    for i, span in enumerate(segment.layout.spans):
+        entry = saved.get(span.name)
+        if entry is None:
+            continue
+        step = entry.get("step")
+        if not isinstance(step, numbers.Integral) or step < 1:
+            problems.append(f"'{span.name}': step must be a positive int, got {step!r}")
+            continue
+        steps[i] = int(step)
+        for slot, initial in slots.items():
+            value = entry.get(slot)
+            if not isinstance(value, np.ndarray):
+                problems.append(f"'{span.name}': missing state '{slot}'")
+            elif tuple(value.shape) != span.shape or value.dtype.name != dtype:
+                problems.append(
+                    f"'{span.name}': state '{slot}' is {value.dtype.name}{list(value.shape)}, "
+                    f"expected {dtype}{list(span.shape)}"
+                )
+            else:
+                flat = host.setdefault(slot, np.full(segment.layout.size, initial, value.dtype))
+                flat[span.offset : span.stop] = value.reshape(-1)
+        extra = sorted(set(entry) - set(slots) - {"step"})
+        if extra:
+            problems.append(f"'{span.name}': unexpected state {extra}")
+    like = segment.adapter.data(segment.params[0])
+    moved = {k: segment.adapter.from_numpy(v, like) for k, v in host.items()} if not problems else {}
+    return moved, steps
