@@ -117,8 +117,13 @@ def adapter_for(x: Any) -> Adapter:
     raise TypeError(f"expected an array (numpy, torch, jax, cupy or array-API), got {type(x)!r}")
 
 
+_NOT_ARRAYS = (list, tuple, dict, str, bytes, int, float, complex, type(None))
+
+
 def is_array(x: Any) -> bool:
     """True for any array uniopt can optimize (no import of any framework)."""
+    if isinstance(x, _NOT_ARRAYS):  # containers first: also keeps torch.compile tracing
+        return False
     return any(getattr(array_api_compat, p)(x) for p, _ in _MODULES) or hasattr(
         x, "__array_namespace__"
     )

@@ -35,7 +35,9 @@ class LRSequence:
             except StopIteration:
                 self._source = None
                 break
-            self._values.append(validation.non_negative(self._owner, "learning_rate", _scalar(value)))
+            self._values.append(
+                validation.non_negative(self._owner, "learning_rate", _scalar(value))
+            )
         return len(self._values) > index
 
     def __call__(self, step: int) -> float:

@@ -17,7 +17,10 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, ClassVar
 
-from uniopt import _tree, lr as lr_forms, params as params_forms, state as state_forms
+from uniopt import _tree
+from uniopt import lr as lr_forms
+from uniopt import params as params_forms
+from uniopt import state as state_forms
 from uniopt._adapter import Adapter, adapter_for
 from uniopt.engine.segment import Segment
 from uniopt.rule import Rule
@@ -52,8 +55,10 @@ class Optimizer:
         owner = owner or cls.__name__
         out = dict(hp)
         for name, check in cls.rule.hyperparameters.items():
-            out[name] = lr_forms.learning_rate(owner, name, hp[name]) if name == "lr" else (
-                check(owner, name, hp[name])
+            out[name] = (
+                lr_forms.learning_rate(owner, name, hp[name])
+                if name == "lr"
+                else (check(owner, name, hp[name]))
             )
         cls.rule.check(owner, out)
         return out
@@ -97,8 +102,12 @@ class Optimizer:
             buckets.setdefault(key, []).append(i)
             adapters[key] = adapter
         return [
-            Segment([names[i] for i in positions], [leaves[i] for i in positions], adapters[key],
-                    positions)
+            Segment(
+                [names[i] for i in positions],
+                [leaves[i] for i in positions],
+                adapters[key],
+                positions,
+            )
             for key, positions in buckets.items()
         ]
 
@@ -174,8 +183,10 @@ class Optimizer:
             return dict(grads)
         if params_forms.is_group_list(grads):
             grads = [g["params"] for g in grads]
-        if isinstance(grads, (list, tuple)) and grads and all(
-            params_forms._is_pair(x) for x in grads
+        if (
+            isinstance(grads, (list, tuple))
+            and grads
+            and all(params_forms._is_pair(x) for x in grads)
         ):
             grads = dict(grads)
         given_names, leaves, _ = _tree.flatten(grads)

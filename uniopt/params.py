@@ -40,8 +40,10 @@ def named(params: Any, first_index: int = 0) -> Named:
 
 
 def is_group_list(params: Any) -> bool:
-    return isinstance(params, (list, tuple)) and bool(params) and all(
-        isinstance(g, Mapping) and "params" in g for g in params
+    return (
+        isinstance(params, (list, tuple))
+        and bool(params)
+        and all(isinstance(g, Mapping) and "params" in g for g in params)
     )
 
 
@@ -51,9 +53,9 @@ def as_groups(params: Any) -> tuple[list[dict[str, Any]], Callable[[list[list]],
     Returns the groups and ``rebuild(per_group_leaves)``, which gives back the user's
     structure holding the current parameters.
     """
-    if not isinstance(params, (list, tuple, Mapping, str, bytes)) and not is_array(params):
-        if isinstance(params, Iterable):
-            params = list(params)  # a generator such as model.parameters()
+    is_container = isinstance(params, (list, tuple, Mapping, str, bytes)) or is_array(params)
+    if not is_container and isinstance(params, Iterable):
+        params = list(params)  # a generator such as model.parameters()
     if is_group_list(params):
         groups, rebuilds, index = [], [], 0
         for group in params:

@@ -22,18 +22,12 @@ from uniopt.engine.layout import Block
 
 
 class Scalars:
-    """Attribute view of the per-step scalars: ``s.lr``, ``s.beta1`` ..."""
-
-    __slots__ = ("_values",)
+    """The per-step scalars as attributes: ``s.lr``, ``s.beta1`` ... (a plain object,
+    which torch.compile and jax.jit trace through)."""
 
     def __init__(self, values: Mapping[str, Any]):
-        self._values = values
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+        for name, value in values.items():
+            setattr(self, name, value)
 
 
 def select(condition: Any, if_true: float, if_false: float, like: Any) -> Any:

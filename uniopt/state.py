@@ -77,8 +77,10 @@ def load_state_dict(opt: Optimizer, sd: Mapping[str, Any]) -> None:
     if problems:
         raise ValueError(f"{owner}: state does not match the optimizer: " + "; ".join(problems))
     built = [
-        [_build_segment(owner, segment, opt.rule.from_group(hp).slots(), sd["state"], problems)
-         for segment in segments]
+        [
+            _build_segment(owner, segment, opt.rule.from_group(hp).slots(), sd["state"], problems)
+            for segment in segments
+        ]
         for segments, hp in zip(opt._segments, new_hp)
     ]
     if problems:
@@ -97,17 +99,23 @@ def _check_header(owner: str, sd: Any, algorithm: str) -> None:
         raise ValueError(f"{owner}: not a uniopt optimizer state (format={sd.get('format')!r})")
     version = sd.get("version")
     if not isinstance(version, int) or not 1 <= version <= VERSION:
-        raise ValueError(f"{owner}: unsupported state version {version!r} (this uniopt reads "
-                         f"up to {VERSION})")
+        raise ValueError(
+            f"{owner}: unsupported state version {version!r} (this uniopt reads up to {VERSION})"
+        )
     if sd.get("algorithm") != algorithm:
         raise ValueError(f"{owner}: the state is for {sd.get('algorithm')!r}, not {algorithm!r}")
     for key, kind in (("param_groups", list), ("state", Mapping), ("step_count", numbers.Integral)):
         if not isinstance(sd.get(key), kind):
-            raise ValueError(f"{owner}: malformed state: '{key}' is missing or not a {kind.__name__}")
+            raise ValueError(
+                f"{owner}: malformed state: '{key}' is missing or not a {kind.__name__}"
+            )
 
 
 def _build_segment(
-    owner: str, segment: Any, slots: Mapping[str, float], saved: Mapping[str, Any],
+    owner: str,
+    segment: Any,
+    slots: Mapping[str, float],
+    saved: Mapping[str, Any],
     problems: list[str],
 ) -> tuple[dict[str, Any], list[int]]:
     """New flat state and step counts for one segment, built on the host then moved."""
@@ -139,5 +147,7 @@ def _build_segment(
         if extra:
             problems.append(f"'{span.name}': unexpected state {extra}")
     like = segment.adapter.data(segment.params[0])
-    moved = {k: segment.adapter.from_numpy(v, like) for k, v in host.items()} if not problems else {}
+    moved = (
+        {k: segment.adapter.from_numpy(v, like) for k, v in host.items()} if not problems else {}
+    )
     return moved, steps

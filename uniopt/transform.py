@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
-from uniopt import _tree, lr as lr_forms
+from uniopt import _tree
+from uniopt import lr as lr_forms
 from uniopt._adapter import adapter_for
 from uniopt.engine.execute import update_tensors
 from uniopt.engine.layout import Layout
@@ -68,8 +69,10 @@ def make_transform(rule_type: type[Rule], hp: Mapping[str, Any], owner: str) -> 
             xp, device = array_api_compat.array_namespace(first), array_api_compat.device(first)
             size = sum(array_api_compat.size(leaves[i]) for i in indices)
             slots.append(
-                {k: xp.full((size,), v, dtype=first.dtype, device=device)
-                 for k, v in rule.slots().items()}
+                {
+                    k: xp.full((size,), v, dtype=first.dtype, device=device)
+                    for k, v in rule.slots().items()
+                }
             )
         xp = array_api_compat.array_namespace(leaves[0])
         count = xp.asarray(0, dtype=xp.int32, device=array_api_compat.device(leaves[0]))
@@ -96,14 +99,21 @@ def make_transform(rule_type: type[Rule], hp: Mapping[str, Any], owner: str) -> 
         for indices, slots in zip(_plan(g_leaves), state.slots):
             xp = array_api_compat.array_namespace(g_leaves[indices[0]])
             dtype = g_leaves[indices[0]].dtype
-            layout = Layout.of([names[i] for i in indices], [tuple(g_leaves[i].shape)
-                                                              for i in indices])
+            layout = Layout.of(
+                [names[i] for i in indices], [tuple(g_leaves[i].shape) for i in indices]
+            )
             step_hp = {**hp, "lr": _as_dtype(xp, lr, dtype)}
             scalars = rule.scalars(step_hp, xp.astype(count, dtype))
             deltas, new = update_tensors(
-                xp, rule, layout, 0, len(indices),
-                [p_leaves[i] for i in indices], [g_leaves[i] for i in indices],
-                slots, {k: _as_dtype(xp, s, dtype) for k, s in scalars.items()},
+                xp,
+                rule,
+                layout,
+                0,
+                len(indices),
+                [p_leaves[i] for i in indices],
+                [g_leaves[i] for i in indices],
+                slots,
+                {k: _as_dtype(xp, s, dtype) for k, s in scalars.items()},
             )
             for i, d in zip(indices, deltas):
                 updates[i] = d

@@ -56,8 +56,9 @@ class AdamW(Adam):
         do_bias_correction: bool = True,
         maximize: bool = False,
     ):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, do_bias_correction,
-                         maximize)
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, do_bias_correction, maximize
+        )
 
 
 adamw = functional(AdamW)

@@ -66,7 +66,7 @@ def _to_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
         return x.get().astype(np.float64)
     try:
-        return np.asarray(x, dtype=np.float64)
+        return np.array(x, dtype=np.float64, copy=True)
     except TypeError:
         return np.from_dlpack(x).astype(np.float64)
 

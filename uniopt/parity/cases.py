@@ -53,35 +53,65 @@ def _adam_family(name: str, wd: float) -> list[Case]:
     lr, betas, eps = 0.05, (0.9, 0.999), 1e-8
     base = dict(lr=lr, betas=betas, eps=eps, weight_decay=wd)
     optax_base = dict(learning_rate=lr, b1=0.9, b2=0.999, eps=eps)
-    optax_twin = ("adamw", {**optax_base, "weight_decay": wd}) if name == "adamw" else (
-        ("adam", optax_base) if wd == 0 else None
+    optax_twin = (
+        ("adamw", {**optax_base, "weight_decay": wd})
+        if name == "adamw"
+        else (("adam", optax_base) if wd == 0 else None)
     )
     return [
         Case(name, base, torch=base, optax=optax_twin, label="default"),
-        Case(name, {**base, "weight_decay": 0.1}, torch={**base, "weight_decay": 0.1},
-             optax=("adamw", {**optax_base, "weight_decay": 0.1}) if name == "adamw" else None,
-             label="decay"),
+        Case(
+            name,
+            {**base, "weight_decay": 0.1},
+            torch={**base, "weight_decay": 0.1},
+            optax=("adamw", {**optax_base, "weight_decay": 0.1}) if name == "adamw" else None,
+            label="decay",
+        ),
         Case(name, {**base, "amsgrad": True}, torch={**base, "amsgrad": True}, label="amsgrad"),
-        Case(name, {**base, "maximize": True, "betas": (0.8, 0.99)},
-             torch={**base, "maximize": True, "betas": (0.8, 0.99)}, label="maximize"),
-        Case(name, {**base, "do_bias_correction": False, "eps": 1e-6},
-             label="no-bias-correction"),
+        Case(
+            name,
+            {**base, "maximize": True, "betas": (0.8, 0.99)},
+            torch={**base, "maximize": True, "betas": (0.8, 0.99)},
+            label="maximize",
+        ),
+        Case(name, {**base, "do_bias_correction": False, "eps": 1e-6}, label="no-bias-correction"),
     ]
 
 
 CASES: list[Case] = [
-    Case("sgd", dict(lr=0.05), torch=dict(lr=0.05), optax=("sgd", dict(learning_rate=0.05)),
-         label="plain"),
-    Case("sgd", dict(lr=0.05, momentum=0.9), torch=dict(lr=0.05, momentum=0.9),
-         optax=("sgd", dict(learning_rate=0.05, momentum=0.9)), label="momentum"),
-    Case("sgd", dict(lr=0.05, momentum=0.9, nesterov=True),
-         torch=dict(lr=0.05, momentum=0.9, nesterov=True),
-         optax=("sgd", dict(learning_rate=0.05, momentum=0.9, nesterov=True)), label="nesterov"),
-    Case("sgd", dict(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.05),
-         torch=dict(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.05),
-         label="dampening-decay"),
-    Case("sgd", dict(lr=0.005, momentum=0.5, maximize=True),
-         torch=dict(lr=0.005, momentum=0.5, maximize=True), label="maximize"),
+    Case(
+        "sgd",
+        dict(lr=0.05),
+        torch=dict(lr=0.05),
+        optax=("sgd", dict(learning_rate=0.05)),
+        label="plain",
+    ),
+    Case(
+        "sgd",
+        dict(lr=0.05, momentum=0.9),
+        torch=dict(lr=0.05, momentum=0.9),
+        optax=("sgd", dict(learning_rate=0.05, momentum=0.9)),
+        label="momentum",
+    ),
+    Case(
+        "sgd",
+        dict(lr=0.05, momentum=0.9, nesterov=True),
+        torch=dict(lr=0.05, momentum=0.9, nesterov=True),
+        optax=("sgd", dict(learning_rate=0.05, momentum=0.9, nesterov=True)),
+        label="nesterov",
+    ),
+    Case(
+        "sgd",
+        dict(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.05),
+        torch=dict(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.05),
+        label="dampening-decay",
+    ),
+    Case(
+        "sgd",
+        dict(lr=0.005, momentum=0.5, maximize=True),
+        torch=dict(lr=0.005, momentum=0.5, maximize=True),
+        label="maximize",
+    ),
     *_adam_family("adam", 0.0),
     *_adam_family("adamw", 1e-2),
 ]
@@ -107,8 +137,9 @@ ERRORS: list[ErrorCase] = [
         )
     ],
     ErrorCase("sgd", {"nesterov": True}, ValueError, "invalid nesterov"),
-    ErrorCase("sgd", {"nesterov": True, "momentum": 0.9, "dampening": 0.1}, ValueError,
-              "invalid nesterov"),
+    ErrorCase(
+        "sgd", {"nesterov": True, "momentum": 0.9, "dampening": 0.1}, ValueError, "invalid nesterov"
+    ),
     ErrorCase("sgd", {"momentum": -0.5}, ValueError, "invalid momentum=-0.5"),
     ErrorCase("adam", {"amsgrad": "yes"}, TypeError, "amsgrad must be a bool"),
     ErrorCase("sgd", {"lr": "fast"}, TypeError, "lr must be"),

@@ -6,8 +6,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def sgd(p, g, state, t, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-        nesterov=False, maximize=False):
+def sgd(
+    p,
+    g,
+    state,
+    t,
+    *,
+    lr,
+    momentum=0.0,
+    dampening=0.0,
+    weight_decay=0.0,
+    nesterov=False,
+    maximize=False,
+):
     g = -g if maximize else g
     g = g + weight_decay * p
     if momentum != 0:
@@ -34,18 +45,45 @@ def _adam(p, g, state, t, lr, betas, eps, amsgrad, do_bias_correction):
     return lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
-def adam(p, g, state, t, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-         amsgrad=False, do_bias_correction=True, maximize=False):
+def adam(
+    p,
+    g,
+    state,
+    t,
+    *,
+    lr,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=0.0,
+    amsgrad=False,
+    do_bias_correction=True,
+    maximize=False,
+):
     g = -g if maximize else g
     g = g + weight_decay * p
     return p - _adam(p, g, state, t, lr, betas, eps, amsgrad, do_bias_correction)
 
 
-def adamw(p, g, state, t, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-          amsgrad=False, do_bias_correction=True, maximize=False):
+def adamw(
+    p,
+    g,
+    state,
+    t,
+    *,
+    lr,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=1e-2,
+    amsgrad=False,
+    do_bias_correction=True,
+    maximize=False,
+):
     g = -g if maximize else g
-    return p - lr * weight_decay * p - _adam(p, g, state, t, lr, betas, eps, amsgrad,
-                                             do_bias_correction)
+    return (
+        p
+        - lr * weight_decay * p
+        - _adam(p, g, state, t, lr, betas, eps, amsgrad, do_bias_correction)
+    )
 
 
 ORACLES = {"sgd": sgd, "adam": adam, "adamw": adamw}

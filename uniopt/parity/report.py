@@ -49,17 +49,32 @@ def compare(args: argparse.Namespace) -> list[Row]:
                 peer, peer_result = peer_results.get(backend, ("-", None))
                 peer_rel = None if peer_result is None else deviation(result, peer_result)[1]
                 ok = ref_rel <= tolerance and (peer_rel is None or peer_rel <= tolerance)
-                rows.append(Row(case.id, backend, face, ref_abs, ref_rel,
-                                peer if peer_rel is not None else "-", peer_rel, ok))
+                rows.append(
+                    Row(
+                        case.id,
+                        backend,
+                        face,
+                        ref_abs,
+                        ref_rel,
+                        peer if peer_rel is not None else "-",
+                        peer_rel,
+                        ok,
+                    )
+                )
     return rows
 
 
 def render(rows: list[Row], dtype: str, steps: int) -> str:
-    header = (f"{'case':<28} {'backend':<17} {'face':<10} {'abs vs ref':>11} "
-              f"{'rel vs ref':>11} {'peer':<11} {'rel vs peer':>11}  ok")
-    lines = [f"uniopt parity: {steps} steps, {dtype}, tolerance {TOLERANCE[dtype]:g} "
-             "(relative = max|diff| / max|reference|; reference = float64 NumPy oracle)",
-             header, "-" * len(header)]
+    header = (
+        f"{'case':<28} {'backend':<17} {'face':<10} {'abs vs ref':>11} "
+        f"{'rel vs ref':>11} {'peer':<11} {'rel vs peer':>11}  ok"
+    )
+    lines = [
+        f"uniopt parity: {steps} steps, {dtype}, tolerance {TOLERANCE[dtype]:g} "
+        "(relative = max|diff| / max|reference|; reference = float64 NumPy oracle)",
+        header,
+        "-" * len(header),
+    ]
     for r in rows:
         peer_rel = "-" if r.peer_rel is None else f"{r.peer_rel:.2e}"
         lines.append(
@@ -77,10 +92,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="compare every optimizer on every installed backend with the float64 "
         "NumPy reference and with torch.optim / optax",
     )
-    p.add_argument("--optimizers", nargs="*", default=None, metavar="NAME",
-                   help=f"optimizers to run (default: all of {sorted(registry.CLASSES)})")
-    p.add_argument("--backends", nargs="*", default=None, metavar="NAME",
-                   help=f"backends (default: every installed one of {list(BACKENDS)})")
+    p.add_argument(
+        "--optimizers",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help=f"optimizers to run (default: all of {sorted(registry.CLASSES)})",
+    )
+    p.add_argument(
+        "--backends",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help=f"backends (default: every installed one of {list(BACKENDS)})",
+    )
     p.add_argument("--faces", nargs="*", default=list(RUNNERS), choices=list(RUNNERS))
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--dtype", choices=list(TOLERANCE), default="float64")

@@ -1,0 +1,174 @@
+"""Bad input gets a clear error and changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import require, to_backend, to_numpy
+
+import uniopt
+from uniopt.parity.cases import CLASSES, ERRORS
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=lambda c: f"{c.algorithm}-{c.options}")
+def test_registry_errors_in_both_faces(case):
+    cls = getattr(uniopt, CLASSES[case.algorithm])
+    with pytest.raises(case.error, match=case.match):
+        cls([np.zeros(2)], **case.options)
+    with pytest.raises(case.error, match=case.match):
+        getattr(uniopt, case.algorithm)(**case.options)
+    # the same check holds for a param group's own hyperparameters
+    with pytest.raises(case.error, match=case.match):
+        cls([{"params": [np.zeros(2)], **case.options}])
+
+
+def test_messages_name_the_argument_uniformly():
+    with pytest.raises(ValueError, match=r"^AdamW: invalid lr=-1\.0: it must be >= 0$"):
+        uniopt.AdamW([np.zeros(1)], lr=-1)
+    with pytest.raises(ValueError, match=r"^uniopt\.adam: invalid eps=-1\.0: it must be >= 0$"):
+        uniopt.adam(eps=-1.0)
+
+
+def test_parameters_given_twice_or_empty():
+    x = np.zeros(3)
+    with pytest.raises(ValueError, match="parameter '1' is given more than once"):
+        uniopt.SGD([x, x])
+    with pytest.raises(ValueError, match="given more than once"):
+        uniopt.SGD([{"params": [x]}, {"params": [x]}])
+    opt = uniopt.SGD([x])
+    with pytest.raises(ValueError, match="given more than once"):
+        opt.add_param_group({"params": [x]})
+    with pytest.raises(ValueError, match="used twice"):
+        uniopt.SGD([("w", np.zeros(1)), ("w", np.zeros(1))])
+    with pytest.raises(ValueError, match="empty parameter list"):
+        uniopt.SGD([])
+    with pytest.raises(ValueError, match="not contiguous"):
+        uniopt.SGD([np.zeros((3, 4)).T])
+    with pytest.raises(TypeError, match="expected an array"):
+        uniopt.SGD([[1.0, 2.0]])
+
+
+def snapshot(opt):
+    params = [to_numpy(p).copy() for g in opt.param_groups for p in g["params"]]
+    state = opt.state_dict()
+    return params, state
+
+
+def assert_unchanged(opt, before):
+    params, state = snapshot(opt)
+    for a, b in zip(params, before[0]):
+        assert np.array_equal(a, b)
+    assert state["step_count"] == before[1]["step_count"]
+    for name, entry in before[1]["state"].items():
+        for k, v in entry.items():
+            assert np.array_equal(np.asarray(state["state"][name][k]), np.asarray(v))
+
+
+def stepped_optimizer(backend):
+    params = {"w": to_backend(backend, np.ones((2, 3))), "b": to_backend(backend, np.ones(3))}
+    if backend == "torch":
+        import torch
+
+        params = {k: torch.nn.Parameter(v) for k, v in params.items()}
+    opt = uniopt.AdamW(params, lr=0.1, amsgrad=True)
+    good = {
+        "w": to_backend(backend, np.full((2, 3), 0.5)),
+        "b": to_backend(backend, np.full(3, 0.5)),
+    }
+    opt.step(good)
+    return opt, good
+
+
+def test_bad_gradients_name_the_parameter_and_change_nothing(backend):
+    opt, good = stepped_optimizer(backend)
+    before = snapshot(opt)
+    bad = {
+        "shape": (
+            {**good, "b": to_backend(backend, np.ones(4))},
+            ValueError,
+            r"parameter 'b' has shape \(4,\), expected \(3,\)",
+        ),
+        "dtype": (
+            {**good, "w": to_backend(backend, np.ones((2, 3)), "float32")},
+            ValueError,
+            "parameter 'w' has dtype float32, expected float64",
+        ),
+        "backend": (
+            {**good, "b": np.ones(3) if backend != "numpy" else to_backend("torch", np.ones(3))},
+            TypeError,
+            "gradient for parameter 'b' is a",
+        ),
+        "missing": ({"w": good["w"]}, ValueError, r"missing gradients for \['b'\]"),
+    }
+    for grads, error, match in bad.values():
+        with pytest.raises(error, match=match):
+            opt.step(grads)
+        assert_unchanged(opt, before)
+    if backend != "torch":
+        with pytest.raises(TypeError, match="step\\(\\) needs gradients"):
+            opt.step()
+        assert_unchanged(opt, before)
+
+
+def test_gradient_on_another_device_is_refused():
+    require("torch")
+    import torch
+
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = uniopt.SGD([p], lr=0.1)
+    with pytest.raises(ValueError, match="parameter '0' has device meta, expected cpu"):
+        opt.step([torch.ones(3, device="meta")])
+    assert np.array_equal(p.detach().numpy(), np.ones(3))
+
+
+def test_failed_load_state_dict_changes_nothing(backend):
+    opt, good = stepped_optimizer(backend)
+    before = snapshot(opt)
+    saved = opt.state_dict()
+    broken = {
+        "algorithm": ({**saved, "algorithm": "sgd"}, "is for 'sgd'"),
+        "version": ({**saved, "version": 99}, "unsupported state version 99"),
+        "format": ({**saved, "format": "torch"}, "not a uniopt optimizer state"),
+        "names": (
+            {**saved, "param_groups": [{**saved["param_groups"][0], "params": ["w", "x"]}]},
+            r"missing \['b'\], unexpected \['x'\]",
+        ),
+        "shape": (
+            {
+                **saved,
+                "state": {**saved["state"], "b": {**saved["state"]["b"], "exp_avg": np.zeros(5)}},
+            },
+            r"'b': state 'exp_avg' is float64\[5\]",
+        ),
+        "dtype": (
+            {
+                **saved,
+                "state": {
+                    **saved["state"],
+                    "w": {**saved["state"]["w"], "exp_avg_sq": np.zeros((2, 3), np.float32)},
+                },
+            },
+            "expected float64",
+        ),
+        "slot": (
+            {
+                **saved,
+                "state": {
+                    **saved["state"],
+                    "w": {k: v for k, v in saved["state"]["w"].items() if k != "max_exp_avg_sq"},
+                },
+            },
+            "missing state 'max_exp_avg_sq'",
+        ),
+        "hyperparameter": (
+            {**saved, "param_groups": [{**saved["param_groups"][0], "lr": -1.0}]},
+            "invalid lr=-1.0",
+        ),
+    }
+    for sd, match in broken.values():
+        with pytest.raises(ValueError, match=match):
+            opt.load_state_dict(sd)
+        assert_unchanged(opt, before)
+    with pytest.raises(TypeError, match="expected a dict"):
+        opt.load_state_dict([1, 2])
+    assert_unchanged(opt, before)
