@@ -5,6 +5,7 @@ Two faces over one engine: stateful optimizers (``uniopt.AdamW(params).step()``)
 and pure transforms (``uniopt.adamw().update(grads, state, params)``).
 """
 
+from uniopt import lr_scheduler, schedules
 from uniopt.algorithms.adam import Adam, adam
 from uniopt.algorithms.adamw import AdamW, adamw
 from uniopt.algorithms.sgd import SGD, sgd
@@ -23,5 +24,7 @@ __all__ = [
     "adam",
     "adamw",
     "apply_updates",
+    "lr_scheduler",
+    "schedules",
     "sgd",
 ]

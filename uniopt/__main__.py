@@ -1,10 +1,12 @@
-"""``python -m uniopt``: the command line (``parity``; later ``plot-schedule`` ...)."""
+"""``python -m uniopt``: ``parity`` (every optimizer against its references) and
+``plot-schedule`` (draw a learning-rate schedule)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from uniopt import plot
 from uniopt.parity import report
 
 
@@ -12,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m uniopt", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     report.add_parser(commands)
+    plot.register(commands)
     return parser
 
 

@@ -46,7 +46,7 @@ def save_callables(fns: Sequence[Any]) -> list[dict | None]:
 
 
 def load_callables(fns: Sequence[Any], saved: Sequence[dict | None] | None) -> None:
-    for fn, state in zip(fns, saved or ()):
+    for fn, state in zip(fns, saved or (), strict=False):
         if state is not None:
             fn.__dict__.update(copy.deepcopy(state))
 
@@ -150,7 +150,7 @@ class LRScheduler(StateDictMixin):
         self._after_step()
 
     def _set_lrs(self, lrs: Sequence[float]) -> None:
-        for i, (group, lr) in enumerate(zip(self.optimizer.param_groups, lrs)):
+        for i, (group, lr) in enumerate(zip(self.optimizer.param_groups, lrs, strict=False)):
             group["lr"] = lr
             if self.verbose:
                 print(

@@ -57,7 +57,7 @@ def increasing(name: str, values: Any, minimum: int = 0) -> list[int]:
     if not isinstance(values, Sequence) or isinstance(values, str):
         raise TypeError(f"{name} must be a list of integers, got {type(values).__name__}")
     out = [integer(f"{name}[{i}]", v, minimum) for i, v in enumerate(values)]
-    for a, b in zip(out, out[1:]):
+    for a, b in zip(out, out[1:], strict=False):
         if b <= a:
             raise ValueError(f"{name} must be strictly increasing, got {out}")
     return out
@@ -65,7 +65,9 @@ def increasing(name: str, values: Any, minimum: int = 0) -> list[int]:
 
 def choice(name: str, value: Any, options: Sequence[str]) -> str:
     if value not in options:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, options))}")
+        raise ValueError(
+            f"unknown {name} {value!r}; expected one of {', '.join(map(repr, options))}"
+        )
     return value
 
 

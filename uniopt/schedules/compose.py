@@ -46,7 +46,7 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
             i = bisect.bisect_right(boundaries, t)
             return float(schedules[i](step - boundaries[i - 1] if i else step))
         lr = schedules[0](t)
-        for boundary, later in zip(boundaries, schedules[1:]):
+        for boundary, later in zip(boundaries, schedules[1:], strict=True):
             lr = m.where(t < boundary, lr, later(m.clip(t - boundary, min=0.0)))
         return m.result(lr)
 
@@ -75,9 +75,7 @@ def chain(schedules: Sequence[Schedule]) -> Schedule:
     return schedule
 
 
-def linear_warmup(
-    schedule: Schedule, warmup_steps: int, start_value: float = 0.0
-) -> Schedule:
+def linear_warmup(schedule: Schedule, warmup_steps: int, start_value: float = 0.0) -> Schedule:
     r"""Linear warmup in front of ``schedule``, which then runs from its own step 0.
 
     $$\eta_t = \begin{cases} v_0 + (s(0) - v_0)\,t / W & t < W \\ s(t - W) & t \ge W \end{cases}$$

@@ -23,7 +23,8 @@ def _half_cosine(m: Any, base_lr: float, eta_min: float, done: Any, period: Any)
 def cosine_annealing(base_lr: float, T_max: int, eta_min: float = 0.0) -> Schedule:  # noqa: N803
     r"""Cosine annealing, torch/OneFlow ``CosineAnnealingLR`` closed form.
 
-    $$\eta_t = \eta_{min} + \frac{1}{2}(\eta_0 - \eta_{min})\left(1 + \cos\frac{\pi t}{T_{max}}\right)$$
+    $$\eta_t = \eta_{min} + \frac{1}{2}(\eta_0 - \eta_{min})
+      \left(1 + \cos\frac{\pi t}{T_{max}}\right)$$
 
     Not clipped: past ``T_max`` the rate rises again (period ``2 T_max``), exactly as
     torch's scheduler does. Use :func:`cosine_decay` to hold the floor instead.

@@ -40,7 +40,7 @@ def _piecewise_anneal(ends: Sequence[float], values: Sequence[float], strategy: 
     last phase also takes every later step and holds its end value there.
     """
     starts = [0.0, *ends[:-1]]
-    spans = [e - s for s, e in zip(starts, ends)]
+    spans = [e - s for s, e in zip(starts, ends, strict=True)]
     last = len(ends) - 1
 
     def schedule(step: Any) -> Any:

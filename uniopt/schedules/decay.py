@@ -195,7 +195,8 @@ def linear(
 def piecewise_decay(boundaries: Sequence[int], values: Sequence[float]) -> Schedule:
     r"""Piecewise constant with absolute values (Paddle ``PiecewiseDecay``).
 
-    $$\eta_t = v_i \quad\text{for}\quad b_{i-1} \le t < b_i \qquad (b_{-1} = -\infty,\ b_n = \infty)$$
+    $$\eta_t = v_i \quad\text{for}\quad b_{i-1} \le t < b_i,
+      \qquad b_{-1} = -\infty,\ b_n = \infty$$
 
     ``len(values)`` must be ``len(boundaries) + 1``. Example: boundaries ``[2, 4, 6, 8]``
     and values ``[0.2, 0.4, 0.6, 0.8, 1.0]`` give 0.2, 0.2, 0.4, 0.4, ..., 1.0, 1.0 for
@@ -215,7 +216,7 @@ def piecewise_decay(boundaries: Sequence[int], values: Sequence[float]) -> Sched
     def schedule(step: Any) -> Any:
         m, t = prepare(step)
         lr = values[-1]
-        for boundary, value in zip(reversed(boundaries), reversed(values[:-1])):
+        for boundary, value in zip(reversed(boundaries), reversed(values[:-1]), strict=True):
             lr = m.where(t < boundary, value, lr)
         return m.result(lr)
 

@@ -1,0 +1,41 @@
+"""Learning-rate schedules driving the optimizers (seed 000's PiecewiseDecay example)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import uniopt
+from uniopt import schedules
+
+
+def test_piecewise_decay_current_step_lr_as_in_paddle_example():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    inp = torch.rand(10, 10) * 0.2 - 0.1
+    linear = torch.nn.Linear(10, 10)
+    lr = schedules.piecewise_decay([2, 4, 6, 8], [0.2, 0.4, 0.6, 0.8, 1.0])
+    adam = uniopt.Adam(linear.parameters(), lr=lr)
+    assert adam.current_step_lr() == 0.2
+    seen = []
+    for _ in range(12):
+        adam.minimize(linear(inp).mean())
+        adam.zero_grad()
+        seen.append(adam.current_step_lr())
+    assert seen == [0.2, 0.2, 0.4, 0.4, 0.6, 0.6, 0.8, 0.8, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_schedule_in_stateful_and_functional_faces_agree():
+    lr = schedules.cosine_annealing(0.1, 10)
+    grads = [np.full(3, 0.5)]
+    x = np.zeros(3)
+    opt = uniopt.SGD([x], lr=lr)
+    tx = uniopt.sgd(lr=lr)
+    y, state = [np.zeros(3)], tx.init([np.zeros(3)])
+    for _ in range(12):
+        opt.step(grads)
+        updates, state = tx.update(grads, state)
+        y = uniopt.apply_updates(y, updates)
+    np.testing.assert_allclose(x, y[0], rtol=1e-14)
+    expected = -0.5 * sum(lr(t) for t in range(12))
+    np.testing.assert_allclose(x, expected, rtol=1e-14)
