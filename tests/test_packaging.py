@@ -104,3 +104,24 @@ def test_ci_runs_the_readme_test_command():
     assert commands[0].endswith("python -m uniopt parity")
     assert commands[1].endswith("python -m pytest")
     assert commands[1] in ci
+
+
+def readme_examples() -> list[str]:
+    with open("README.md") as f:
+        text = f.read()
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+
+
+def test_readme_examples_run():
+    import importlib.util
+
+    from uniopt.parity.arrays import BACKENDS
+
+    examples = readme_examples()
+    assert len(examples) == 4
+    for code in examples:
+        if "import cupy" in code and not BACKENDS["cupy"].available():
+            continue
+        if "import torch" in code and importlib.util.find_spec("torch") is None:
+            continue
+        exec(compile(code, "README.md", "exec"), {})
