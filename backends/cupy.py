@@ -1,35 +1,25 @@
-"""CuPy adapter: like NumPy, on the GPU; host transfers with ``.get()``."""
+"""CuPy adapter: NumPy's behaviour on the GPU; host transfers with ``.get()``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from uniopt.backends.numpy import NumpyAdapter
 
-from uniopt._adapter import Adapter
 
-
-class CupyAdapter(Adapter):
+class CupyAdapter(NumpyAdapter):
     name = "cupy"
     chunk_elements = 1 << 22
 
     def device(self, x: Any) -> str:
         return f"cuda:{x.device.id}"
 
-    def dtype_name(self, x: Any) -> str:
-        return np.dtype(x.dtype).name
-
-    def flat(self, x: Any) -> Any:
-        return x.reshape(-1)
-
-    def flat_view(self, x: Any) -> Any:
-        return x.reshape(-1)
+    def write(self, dst: Any, src: Any) -> None:
+        dst[...] = src
 
     def contiguous(self, x: Any) -> bool:
         return bool(x.flags.c_contiguous)
-
-    def write(self, dst: Any, src: Any) -> None:
-        dst[...] = src
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return x.get()

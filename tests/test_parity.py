@@ -11,14 +11,8 @@ from conftest import BACKEND_NAMES, require
 from uniopt.parity.arrays import BACKENDS
 from uniopt.parity.cases import CASES
 from uniopt.parity.problem import make_problem
-from uniopt.parity.runner import (
-    RUNNERS,
-    TOLERANCE,
-    deviation,
-    run_optax,
-    run_reference,
-    run_torch,
-)
+from uniopt.parity.report import PEERS
+from uniopt.parity.runner import RUNNERS, TOLERANCE, deviation, run_reference
 
 STEPS = 100
 PROBLEM = make_problem(STEPS)
@@ -46,24 +40,24 @@ def test_matches_float64_oracle(case_id, backend, face, dtype):
     assert rel <= TOLERANCE[dtype], f"relative deviation {rel:.3e}"
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("face", list(RUNNERS))
-@pytest.mark.parametrize("case_id", [c.id for c in CASES if c.torch is not None])
-def test_matches_torch_optim(case_id, face, dtype):
-    require("torch")
-    peer = run_torch(BY_ID[case_id], PROBLEM, dtype)
-    _, rel = deviation(result(case_id, "torch", face, dtype), peer)
-    assert rel <= TOLERANCE[dtype], f"relative deviation from torch.optim {rel:.3e}"
+PEER_CASES = [
+    (backend, c.id)
+    for backend, attr in (("torch", "torch"), ("jax", "optax"))
+    for c in CASES
+    if getattr(c, attr) is not None
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("face", list(RUNNERS))
-@pytest.mark.parametrize("case_id", [c.id for c in CASES if c.optax is not None])
-def test_matches_optax(case_id, face, dtype):
-    require("jax")
-    peer = run_optax(BY_ID[case_id], PROBLEM, dtype)
-    _, rel = deviation(result(case_id, "jax", face, dtype), peer)
-    assert rel <= TOLERANCE[dtype], f"relative deviation from optax {rel:.3e}"
+@pytest.mark.parametrize("backend,case_id", PEER_CASES)
+def test_matches_the_framework_itself(backend, case_id, face, dtype):
+    """torch.optim on torch, optax (jitted) on jax."""
+    require(backend)
+    name, run = PEERS[backend]
+    peer = run(BY_ID[case_id], PROBLEM, dtype)
+    _, rel = deviation(result(case_id, backend, face, dtype), peer)
+    assert rel <= TOLERANCE[dtype], f"relative deviation from {name} {rel:.3e}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
