@@ -39,3 +39,45 @@ def test_schedule_in_stateful_and_functional_faces_agree():
     np.testing.assert_allclose(x, y[0], rtol=1e-14)
     expected = -0.5 * sum(lr(t) for t in range(12))
     np.testing.assert_allclose(x, expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_scheduler_and_optimizer_saved_mid_run_resume_the_same_sequence(backend):
+    from conftest import require, to_backend, to_numpy
+
+    require(backend)
+    rng = np.random.default_rng(0)
+    init = [rng.standard_normal(5), rng.standard_normal(3)]
+    grads = [[rng.standard_normal(5), rng.standard_normal(3)] for _ in range(20)]
+
+    def make(values):
+        groups = [
+            {"params": [to_backend(backend, values[0])], "lr": 0.1},
+            {"params": [to_backend(backend, values[1])], "lr": 0.01},
+        ]
+        opt = uniopt.AdamW(groups)
+        return opt, uniopt.lr_scheduler.CosineAnnealingLR(opt, T_max=12, eta_min=0.001)
+
+    def run(opt, sched, steps, lrs):
+        for g in steps:
+            opt.step([to_backend(backend, x) for x in g])
+            sched.step()
+            lrs.append(sched.get_last_lr())
+
+    def params(opt):
+        return [to_numpy(g["params"][0]).copy() for g in opt.param_groups]
+
+    opt, sched = make(init)
+    straight: list = []
+    run(opt, sched, grads, straight)
+
+    first, first_sched = make(init)
+    resumed: list = []
+    run(first, first_sched, grads[:7], resumed)
+    second, second_sched = make(params(first))
+    second.load_state_dict(first.state_dict())
+    second_sched.load_state_dict(first_sched.state_dict())
+    run(second, second_sched, grads[7:], resumed)
+    assert resumed == straight
+    for a, b in zip(params(second), params(opt)):
+        np.testing.assert_array_equal(a, b)
