@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 SHAPES = ((4, 3), (7,), (2, 3, 2), (1,), (33,))
+#: names matter to some frameworks (MindSpore skips decay on "beta"/"gamma" names)
+NAMES = ("fc.weight", "fc.bias", "conv.weight", "bn.gamma", "bn.beta")
 
 
 @dataclass(frozen=True)
