@@ -6,8 +6,12 @@ and pure transforms (``uniopt.adamw().update(grads, state, params)``).
 """
 
 from uniopt import lr_scheduler, schedules
+from uniopt.algorithms.adagrad import Adagrad, adagrad
 from uniopt.algorithms.adam import Adam, adam
 from uniopt.algorithms.adamw import AdamW, adamw
+from uniopt.algorithms.lamb import LAMB, lamb
+from uniopt.algorithms.lars import LarsMomentum, lars_momentum
+from uniopt.algorithms.rmsprop import RMSprop, rmsprop
 from uniopt.algorithms.sgd import SGD, sgd
 from uniopt.optimizer import Optimizer
 from uniopt.transform import Transform, TransformState, apply_updates
@@ -15,7 +19,15 @@ from uniopt.transform import Transform, TransformState, apply_updates
 __version__ = "0.1.0"
 
 __all__ = [
+    "LAMB",
     "SGD",
+    "Adagrad",
+    "LarsMomentum",
+    "RMSprop",
+    "adagrad",
+    "lamb",
+    "lars_momentum",
+    "rmsprop",
     "Adam",
     "AdamW",
     "Optimizer",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from uniopt.engine.layout import Block
 from uniopt.rule import Scalars
 
 
@@ -60,8 +61,11 @@ def adam_moments(
     return m, v_max, new_state
 
 
-def adam_step(xp: Any, m: Any, v: Any, s: Scalars) -> Any:
-    """The bias-corrected Adam step ``lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)``."""
+def adam_step(xp: Any, m: Any, v: Any, s: Scalars, eps_hat: bool = False) -> Any:
+    """The bias-corrected Adam step ``lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)``, or with
+    ``eps_hat`` (Keras, MindSpore) ``lr*sqrt(bc2)/bc1 * m / (sqrt(v) + eps)``."""
+    if eps_hat:
+        return s.hat_step_size * m / (xp.sqrt(v) + s.eps)
     return s.step_size * m / (xp.sqrt(v) / s.bc2_sqrt + s.eps)
 
 
@@ -75,6 +79,20 @@ def adam_scalars(hp: Mapping[str, Any], step: Any, bias_correction: bool) -> dic
         "beta2": beta2,
         "eps": hp["eps"],
         "weight_decay": hp["weight_decay"],
+        "bc1": bc1,
         "step_size": hp["lr"] / bc1,
         "bc2_sqrt": bc2_sqrt,
+        "hat_step_size": hp["lr"] * bc2_sqrt / bc1,
     }
+
+
+def tensor_norms(xp: Any, x: Any, block: Block) -> Any:
+    """The L2 norm of each tensor of the block (one value per tensor)."""
+    return xp.sqrt(block.tensor_sums(xp, x * x))
+
+
+def safe_ratio(xp: Any, numerator: Any, denominator: Any) -> Any:
+    """``numerator / denominator`` per tensor, and 1 where either is 0 (trust ratios)."""
+    ones = xp.ones_like(numerator)
+    both = (numerator > 0) & (denominator > 0)
+    return xp.where(both, numerator / xp.where(denominator > 0, denominator, ones), ones)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, ClassVar
 
-from uniopt import _tree
+from uniopt import _tree, flavors
 from uniopt import lr as lr_forms
 from uniopt import params as params_forms
 from uniopt import state as state_forms
@@ -29,10 +29,13 @@ from uniopt.rule import Rule
 class Optimizer:
     """Base of every stateful optimizer; subclasses set ``rule`` and a typed ``__init__``."""
 
+    #: the name state files and the registry know it by, e.g. "adamw"
+    algorithm: ClassVar[str]
     rule: ClassVar[type[Rule]]
 
-    def __init__(self, params: Any, **defaults: Any):
-        self.defaults = self._validated(defaults)
+    def __init__(self, params: Any, flavor: str | None = None, **defaults: Any):
+        self.flavor = flavor
+        self.defaults = self._validated(defaults, flavor=flavor)
         self.param_groups: list[dict[str, Any]] = []
         self._segments: list[list[Segment]] = []
         self._ids: set[int] = set()
@@ -51,9 +54,13 @@ class Optimizer:
         return type(self).__name__
 
     @classmethod
-    def _validated(cls, hp: Mapping[str, Any], owner: str | None = None) -> dict[str, Any]:
+    def _validated(
+        cls, hp: Mapping[str, Any], owner: str | None = None, flavor: str | None = None
+    ) -> dict[str, Any]:
+        """Hyperparameters with flavor defaults filled in, each checked by its validator."""
         owner = owner or cls.__name__
-        out = dict(hp)
+        out = flavors.resolve(owner, cls.__name__, cls.rule.flavors, hp, flavor)
+        hp = out
         for name, check in cls.rule.hyperparameters.items():
             out[name] = (
                 lr_forms.learning_rate(owner, name, hp[name])

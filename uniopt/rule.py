@@ -44,15 +44,16 @@ def select(condition: Any, if_true: float, if_false: float, like: Any) -> Any:
 class Rule:
     """Base of every update rule.
 
-    Subclasses define ``name``, ``hyperparameters`` (argument name -> validator),
+    Subclasses define ``hyperparameters`` (argument name -> validator),
     ``slots`` (state arrays and their initial value), ``scalars`` and ``update``.
     """
 
-    name: ClassVar[str]
     #: numeric hyperparameters and their validators ``f(owner, name, value) -> value``
     hyperparameters: ClassVar[Mapping[str, Callable[[str, str, Any], Any]]]
     #: the rule reduces over whole tensors (trust ratios): blocks never split a tensor
     needs_tensor_reductions: ClassVar[bool] = False
+    #: flavor -> the options (and defaults) that reproduce that framework
+    flavors: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     @classmethod
     def static_options(cls) -> tuple[str, ...]:

@@ -44,7 +44,8 @@ def state_dict(opt: Optimizer) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
-        "algorithm": opt.rule.name,
+        "algorithm": opt.algorithm,
+        "flavor": opt.flavor,
         "step_count": opt._step_count,
         "param_groups": groups,
         "state": state,
@@ -53,7 +54,7 @@ def state_dict(opt: Optimizer) -> dict[str, Any]:
 
 def load_state_dict(opt: Optimizer, sd: Mapping[str, Any]) -> None:
     owner = f"{type(opt).__name__}.load_state_dict"
-    _check_header(owner, sd, opt.rule.name)
+    _check_header(owner, sd, opt.algorithm)
     saved_groups = sd["param_groups"]
     if len(saved_groups) != len(opt.param_groups):
         raise ValueError(

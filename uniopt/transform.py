@@ -134,7 +134,9 @@ def functional(optimizer_cls: type) -> Callable[..., Transform]:
     def factory(*args: Any, **kwargs: Any) -> Transform:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        hp = optimizer_cls._validated(dict(bound.arguments), owner=f"uniopt.{name}")
+        hp = dict(bound.arguments)
+        flavor = hp.pop("flavor", None)
+        hp = optimizer_cls._validated(hp, owner=f"uniopt.{name}", flavor=flavor)
         return make_transform(optimizer_cls.rule, hp, f"uniopt.{name}")
 
     factory.__name__ = factory.__qualname__ = name

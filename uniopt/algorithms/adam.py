@@ -1,4 +1,4 @@
-r"""Adam, with L2 weight decay folded into the gradient.
+r"""Adam, with L2 or decoupled weight decay.
 
 .. math::
 
@@ -11,10 +11,15 @@ r"""Adam, with L2 weight decay folded into the gradient.
         - \frac{\eta}{1 - \beta_1^t}\,
           \frac{m_t}{\sqrt{v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
 
-Without bias correction the two factors :math:`1 - \beta^t` are 1.
+Without bias correction the two factors :math:`1 - \beta^t` are 1. With ``eps_hat``
+(Keras, MindSpore ``nn.Adam``) :math:`\epsilon` is added before the correction:
+:math:`\theta_t = \theta_{t-1} - \eta \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}
+\frac{m_t}{\sqrt{v_t} + \epsilon}`. With ``decoupled_weight_decay`` the decay leaves
+the gradient and becomes :math:`-\eta\lambda\theta_{t-1}` (AdamW).
 
 References: Kingma & Ba, "Adam: A Method for Stochastic Optimization" (ICLR 2015);
-Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond" (ICLR 2018) for AMSGrad.
+Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond" (ICLR 2018) for AMSGrad;
+Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (ICLR 2019).
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from uniopt import validation as v
-from uniopt.blocks import adam_moments, adam_scalars, adam_step, l2_penalty, signed
+from uniopt.blocks import (
+    adam_moments,
+    adam_scalars,
+    adam_step,
+    decoupled_decay,
+    l2_penalty,
+    signed,
+)
+from uniopt.flavors import Default, arguments
 from uniopt.optimizer import Optimizer
 from uniopt.rule import Rule, Scalars
 from uniopt.transform import functional
@@ -35,8 +48,9 @@ class AdamRule(Rule):
     amsgrad: bool = False
     do_bias_correction: bool = True
     maximize: bool = False
+    eps_hat: bool = False
+    decoupled_weight_decay: bool = False
 
-    name = "adam"
     hyperparameters = {
         "lr": v.non_negative,
         "betas": v.betas,
@@ -45,6 +59,16 @@ class AdamRule(Rule):
         "amsgrad": v.flag,
         "do_bias_correction": v.flag,
         "maximize": v.flag,
+        "eps_hat": v.flag,
+        "decoupled_weight_decay": v.flag,
+    }
+    flavors = {
+        "torch": {},
+        "optax": {},
+        "paddle": {},
+        "oneflow": {},
+        "keras": {"eps": 1e-7, "eps_hat": True, "decoupled_weight_decay": True},
+        "mindspore": {"eps_hat": True},
     }
 
     def slots(self) -> dict[str, float]:
@@ -55,9 +79,14 @@ class AdamRule(Rule):
         return adam_scalars(hp, step, self.do_bias_correction)
 
     def update(self, xp, p, g, state, s: Scalars, block):
-        g = l2_penalty(signed(g, self.maximize), p, s.weight_decay)
+        g = signed(g, self.maximize)
+        if not self.decoupled_weight_decay:
+            g = l2_penalty(g, p, s.weight_decay)
         m, v_hat, new_state = adam_moments(xp, state, g, s, self.amsgrad)
-        return -adam_step(xp, m, v_hat, s), new_state
+        step = adam_step(xp, m, v_hat, s, self.eps_hat)
+        if self.decoupled_weight_decay:
+            return decoupled_decay(p, s.lr, s.weight_decay) - step, new_state
+        return -step, new_state
 
 
 class Adam(Optimizer):
@@ -68,35 +97,34 @@ class Adam(Optimizer):
         lr: learning rate :math:`\eta` (a number or a schedule).
         betas: decay rates :math:`(\beta_1, \beta_2)` of the moment estimates.
         eps: :math:`\epsilon` added to the denominator.
-        weight_decay: L2 penalty :math:`\lambda` added to the gradient.
+        weight_decay: weight decay :math:`\lambda` (L2 unless decoupled).
         amsgrad: keep the running maximum of :math:`v_t` (AMSGrad).
         do_bias_correction: divide by :math:`1 - \beta^t` (OneFlow's option).
         maximize: maximize the objective instead of minimizing.
+        eps_hat: add :math:`\epsilon` before the bias correction (Keras, MindSpore).
+        decoupled_weight_decay: decay the weights directly (AdamW) instead of L2.
+        flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
     """
 
+    algorithm = "adam"
     rule = AdamRule
 
     def __init__(
         self,
         params: Any,
-        lr: Any = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        lr: Any = Default(1e-3),
+        betas: tuple[float, float] = Default((0.9, 0.999)),
+        eps: float = Default(1e-8),
+        weight_decay: float = Default(0.0),
         amsgrad: bool = False,
-        do_bias_correction: bool = True,
+        do_bias_correction: bool = Default(True),
         maximize: bool = False,
+        eps_hat: bool = Default(False),
+        decoupled_weight_decay: bool = Default(False),
+        *,
+        flavor: str | None = None,
     ):
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            do_bias_correction=do_bias_correction,
-            maximize=maximize,
-        )
+        super().__init__(**arguments(locals()))
 
 
 adam = functional(Adam)

@@ -11,7 +11,10 @@ r"""AdamW: Adam with decoupled weight decay.
           \frac{m_t}{\sqrt{v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
 
 The decay :math:`\eta\lambda\theta` is scaled by the (scheduled) learning rate and
-never enters the moments, as in torch.optim.AdamW.
+never enters the moments, as in torch.optim.AdamW, optax.adamw, Paddle's AdamW and
+Keras. MindSpore's ``AdamWeightDecay`` is the same without bias correction
+(``flavor="mindspore"``). The rule is Adam's (:mod:`uniopt.algorithms.adam`) with
+``decoupled_weight_decay=True``.
 
 Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (ICLR 2019).
 """
@@ -22,18 +25,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from uniopt.algorithms.adam import Adam, AdamRule
-from uniopt.blocks import adam_moments, adam_step, decoupled_decay, signed
-from uniopt.rule import Scalars
+from uniopt.flavors import Default, arguments
 from uniopt.transform import functional
 
 
 @dataclass(frozen=True)
 class AdamWRule(AdamRule):
-    name = "adamw"
-
-    def update(self, xp, p, g, state, s: Scalars, block):
-        m, v_hat, new_state = adam_moments(xp, state, signed(g, self.maximize), s, self.amsgrad)
-        return decoupled_decay(p, s.lr, s.weight_decay) - adam_step(xp, m, v_hat, s), new_state
+    flavors = {
+        "torch": {"weight_decay": 1e-2},
+        "optax": {"weight_decay": 1e-4},
+        "paddle": {"weight_decay": 1e-2},
+        "oneflow": {"weight_decay": 0.0},
+        "keras": {"weight_decay": 4e-3, "eps": 1e-7, "eps_hat": True},
+        "mindspore": {"weight_decay": 0.0, "eps": 1e-6, "do_bias_correction": False},
+    }
 
 
 class AdamW(Adam):
@@ -43,22 +48,25 @@ class AdamW(Adam):
     torch and Paddle) is the decoupled decay :math:`\lambda`.
     """
 
+    algorithm = "adamw"
     rule = AdamWRule
 
     def __init__(
         self,
         params: Any,
-        lr: Any = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
+        lr: Any = Default(1e-3),
+        betas: tuple[float, float] = Default((0.9, 0.999)),
+        eps: float = Default(1e-8),
+        weight_decay: float = Default(1e-2),
         amsgrad: bool = False,
-        do_bias_correction: bool = True,
+        do_bias_correction: bool = Default(True),
         maximize: bool = False,
+        eps_hat: bool = Default(False),
+        decoupled_weight_decay: bool = True,
+        *,
+        flavor: str | None = None,
     ):
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, do_bias_correction, maximize
-        )
+        super().__init__(**arguments(locals()))
 
 
 adamw = functional(AdamW)

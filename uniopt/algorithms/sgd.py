@@ -9,6 +9,10 @@ r"""Stochastic gradient descent with momentum, dampening, Nesterov and weight de
     d_t &\leftarrow g_t + \mu\, b_t \ \text{(Nesterov)} \quad\text{or}\quad b_t \\
     \theta_t &\leftarrow \theta_{t-1} - \eta\, d_t
 
+With ``lr_in_momentum`` (Keras, OneFlow's documented form) the learning rate enters
+the buffer instead: :math:`b_t = \mu b_{t-1} - \eta (1-\tau) g_t`, :math:`\theta_t =
+\theta_{t-1} + b_t` (Nesterov: :math:`+ \mu b_t - \eta g_t`); equal at constant lr.
+
 References: Robbins & Monro, "A Stochastic Approximation Method" (1951); Polyak,
 "Some methods of speeding up the convergence of iteration methods" (1964); Sutskever
 et al., "On the importance of initialization and momentum in deep learning" (ICML 2013)
@@ -23,6 +27,7 @@ from typing import Any
 
 from uniopt import validation as v
 from uniopt.blocks import l2_penalty, signed
+from uniopt.flavors import Default, arguments
 from uniopt.optimizer import Optimizer
 from uniopt.rule import Rule, Scalars, select
 from uniopt.transform import functional
@@ -33,8 +38,8 @@ class SGDRule(Rule):
     momentum_buffer: bool = False
     nesterov: bool = False
     maximize: bool = False
+    lr_in_momentum: bool = False
 
-    name = "sgd"
     hyperparameters = {
         "lr": v.non_negative,
         "momentum": v.non_negative,
@@ -42,6 +47,15 @@ class SGDRule(Rule):
         "weight_decay": v.non_negative,
         "nesterov": v.flag,
         "maximize": v.flag,
+        "lr_in_momentum": v.flag,
+    }
+    flavors = {
+        "torch": {},
+        "optax": {},
+        "paddle": {},
+        "mindspore": {},
+        "keras": {"lr": 0.01, "lr_in_momentum": True},
+        "oneflow": {"lr_in_momentum": True},
     }
 
     @classmethod
@@ -51,7 +65,9 @@ class SGDRule(Rule):
 
     @classmethod
     def from_group(cls, group: Mapping[str, Any]) -> SGDRule:
-        return cls(group["momentum"] != 0, group["nesterov"], group["maximize"])
+        return cls(
+            group["momentum"] != 0, group["nesterov"], group["maximize"], group["lr_in_momentum"]
+        )
 
     def slots(self) -> dict[str, float]:
         return {"momentum_buffer": 0.0} if self.momentum_buffer else {}
@@ -71,45 +87,47 @@ class SGDRule(Rule):
         g = l2_penalty(signed(g, self.maximize), p, s.weight_decay)
         if not self.momentum_buffer:
             return -s.lr * g, {}
+        if self.lr_in_momentum:
+            b = s.keep * state["momentum_buffer"] - s.lr * s.add * g
+            delta = s.momentum * b - s.lr * g if self.nesterov else b
+            return delta, {"momentum_buffer": b}
         b = s.keep * state["momentum_buffer"] + s.add * g
         d = g + s.momentum * b if self.nesterov else b
         return -s.lr * d, {"momentum_buffer": b}
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent (torch.optim.SGD / oneflow.optim.SGD semantics).
+    r"""Stochastic gradient descent (torch.optim.SGD / oneflow.optim.SGD semantics).
 
     Args:
         params: parameters or param groups (see :class:`uniopt.Optimizer`).
-        lr: learning rate :math:`\\eta` (a number or a schedule).
-        momentum: momentum factor :math:`\\mu`.
-        dampening: dampening :math:`\\tau` of the momentum.
-        weight_decay: L2 penalty :math:`\\lambda` added to the gradient.
+        lr: learning rate :math:`\eta` (a number or a schedule).
+        momentum: momentum factor :math:`\mu`.
+        dampening: dampening :math:`\tau` of the momentum.
+        weight_decay: L2 penalty :math:`\lambda` added to the gradient.
         nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
         maximize: maximize the objective instead of minimizing.
+        lr_in_momentum: keep the learning rate inside the momentum buffer (Keras).
+        flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
     """
 
+    algorithm = "sgd"
     rule = SGDRule
 
     def __init__(
         self,
         params: Any,
-        lr: Any = 1e-3,
+        lr: Any = Default(1e-3),
         momentum: float = 0.0,
         dampening: float = 0.0,
         weight_decay: float = 0.0,
         nesterov: bool = False,
         maximize: bool = False,
+        lr_in_momentum: bool = Default(False),
+        *,
+        flavor: str | None = None,
     ):
-        super().__init__(
-            params,
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-        )
+        super().__init__(**arguments(locals()))
 
 
 sgd = functional(SGD)

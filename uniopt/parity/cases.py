@@ -45,8 +45,22 @@ class ErrorCase:
     label: str = field(default="")
 
 
-CLASSES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
-TORCH_CLASSES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+CLASSES = {
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "adagrad": "Adagrad",
+    "rmsprop": "RMSprop",
+    "lamb": "LAMB",
+    "lars_momentum": "LarsMomentum",
+}
+TORCH_CLASSES = {
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "adagrad": "Adagrad",
+    "rmsprop": "RMSprop",
+}
 
 
 def _adam_family(name: str, wd: float) -> list[Case]:
@@ -112,8 +126,100 @@ CASES: list[Case] = [
         torch=dict(lr=0.005, momentum=0.5, maximize=True),
         label="maximize",
     ),
+    Case(
+        "sgd",
+        dict(lr=0.05, momentum=0.9, lr_in_momentum=True, nesterov=True),
+        label="lr-in-momentum",
+    ),
     *_adam_family("adam", 0.0),
     *_adam_family("adamw", 1e-2),
+    Case(
+        "adam",
+        dict(lr=0.05, eps=1e-3, eps_hat=True, weight_decay=0.1, decoupled_weight_decay=True),
+        label="eps-hat-decoupled",
+    ),
+    Case("adamw", dict(lr=0.05, eps=1e-3, eps_hat=True), label="eps-hat"),
+    Case("adagrad", dict(lr=0.05), torch=dict(lr=0.05), label="default"),
+    Case(
+        "adagrad",
+        dict(lr=0.05, lr_decay=0.01, weight_decay=0.05, eps=1e-3),
+        torch=dict(lr=0.05, lr_decay=0.01, weight_decay=0.05, eps=1e-3),
+        label="decay",
+    ),
+    Case(
+        "adagrad",
+        dict(lr=0.05, maximize=True, initial_accumulator_value=0.5),
+        torch=dict(lr=0.05, maximize=True, initial_accumulator_value=0.5),
+        label="maximize",
+    ),
+    Case(
+        "adagrad",
+        dict(lr=0.05, initial_accumulator_value=0.1, eps=1e-7, eps_inside_sqrt=True),
+        optax=("adagrad", dict(learning_rate=0.05, initial_accumulator_value=0.1, eps=1e-7)),
+        label="eps-inside",
+    ),
+    Case("rmsprop", dict(lr=0.01), torch=dict(lr=0.01), label="default"),
+    Case(
+        "rmsprop",
+        dict(lr=0.01, alpha=0.9, momentum=0.9, centered=True, weight_decay=0.01),
+        torch=dict(lr=0.01, alpha=0.9, momentum=0.9, centered=True, weight_decay=0.01),
+        label="centered-momentum",
+    ),
+    Case(
+        "rmsprop",
+        dict(lr=0.01, maximize=True, eps=1e-3),
+        torch=dict(lr=0.01, maximize=True, eps=1e-3),
+        label="maximize",
+    ),
+    Case(
+        "rmsprop",
+        dict(lr=0.01, alpha=0.9, eps=1e-6, eps_inside_sqrt=True, momentum=0.8),
+        optax=("rmsprop", dict(learning_rate=0.01, decay=0.9, eps=1e-6, momentum=0.8)),
+        label="eps-inside",
+    ),
+    Case(
+        "rmsprop",
+        dict(lr=0.01, alpha=0.9, eps=1e-6, eps_inside_sqrt=True, centered=True),
+        optax=("rmsprop", dict(learning_rate=0.01, decay=0.9, eps=1e-6, centered=True)),
+        label="eps-inside-centered",
+    ),
+    Case(
+        "rmsprop",
+        dict(
+            lr=0.01,
+            alpha=0.95,
+            eps=1e-6,
+            eps_inside_sqrt=True,
+            momentum=0.9,
+            lr_in_momentum=True,
+            centered=True,
+        ),
+        label="lr-in-momentum",
+    ),
+    Case(
+        "lamb",
+        dict(lr=0.05, weight_decay=0.01, eps=1e-6),
+        optax=("lamb", dict(learning_rate=0.05, eps=1e-6, weight_decay=0.01)),
+        label="default",
+    ),
+    Case("lamb", dict(lr=0.05, weight_decay=0.01, adam_w_mode=False), label="l2"),
+    Case("lamb", dict(lr=0.05, weight_decay=0.05, decay_in_trust_ratio=False), label="keras"),
+    Case("lamb", dict(lr=0.05, do_bias_correction=False, maximize=True), label="no-bias"),
+    Case("lars_momentum", dict(lr=0.5, momentum=0.9), label="default"),
+    Case(
+        "lars_momentum",
+        dict(lr=0.5, momentum=0.9, lars_coeff=0.01, lars_weight_decay=0.01, epsilon=1e-3),
+        label="coeff",
+    ),
+    Case(
+        "lars_momentum",
+        dict(lr=0.5, momentum=0.9, lars_weight_decay=0.01, lars_coeff=0.01, decayed_grad_norm=True),
+        optax=(
+            "lars",
+            dict(learning_rate=0.5, weight_decay=0.01, trust_coefficient=0.01, momentum=0.9),
+        ),
+        label="optax",
+    ),
 ]
 
 ERRORS: list[ErrorCase] = [
@@ -122,19 +228,23 @@ ERRORS: list[ErrorCase] = [
         for name in CLASSES
         for opts, match in (
             ({"lr": -0.1}, "invalid lr=-0.1"),
-            ({"weight_decay": -1.0}, "invalid weight_decay=-1.0"),
             ({"lr": float("nan")}, "invalid lr=nan"),
         )
     ],
     *[
         ErrorCase(name, opts, ValueError, match)
-        for name in ("adam", "adamw")
+        for name in ("adam", "adamw", "lamb")
         for opts, match in (
             ({"betas": (1.0, 0.999)}, "invalid betas"),
             ({"betas": (0.9, -0.1)}, "invalid betas"),
             ({"betas": (0.9,)}, "invalid betas"),
             ({"eps": -1e-8}, "invalid eps=-1e-08"),
         )
+    ],
+    *[
+        ErrorCase(name, {"weight_decay": -1.0}, ValueError, "invalid weight_decay=-1.0")
+        for name in CLASSES
+        if name != "lars_momentum"
     ],
     ErrorCase("sgd", {"nesterov": True}, ValueError, "invalid nesterov"),
     ErrorCase(
@@ -143,6 +253,12 @@ ERRORS: list[ErrorCase] = [
     ErrorCase("sgd", {"momentum": -0.5}, ValueError, "invalid momentum=-0.5"),
     ErrorCase("adam", {"amsgrad": "yes"}, TypeError, "amsgrad must be a bool"),
     ErrorCase("sgd", {"lr": "fast"}, TypeError, "lr must be"),
+    ErrorCase("lamb", {"amsgrad": True}, ValueError, "LAMB does not support AMSGrad"),
+    ErrorCase("rmsprop", {"alpha": 1.0}, ValueError, "invalid alpha=1.0"),
+    ErrorCase("adagrad", {"lr_decay": -0.1}, ValueError, "invalid lr_decay=-0.1"),
+    ErrorCase("lars_momentum", {"lars_coeff": -1.0}, ValueError, "invalid lars_coeff=-1.0"),
+    ErrorCase("adamw", {"flavor": "caffe"}, ValueError, "unknown flavor='caffe'"),
+    ErrorCase("lars_momentum", {"flavor": "torch"}, ValueError, "torch has no LarsMomentum"),
 ]
 
 

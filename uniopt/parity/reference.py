@@ -30,7 +30,7 @@ def sgd(
     return p - lr * g
 
 
-def _adam(p, g, state, t, lr, betas, eps, amsgrad, do_bias_correction):
+def _adam(p, g, state, t, lr, betas, eps, amsgrad, do_bias_correction, eps_hat=False):
     b1, b2 = betas
     if t == 1:
         state.update(m=np.zeros_like(p), v=np.zeros_like(p), vmax=np.zeros_like(p))
@@ -40,9 +40,10 @@ def _adam(p, g, state, t, lr, betas, eps, amsgrad, do_bias_correction):
     if amsgrad:
         state["vmax"] = np.maximum(state["vmax"], state["v"])
         v = state["vmax"]
-    m_hat = state["m"] / (1 - b1**t) if do_bias_correction else state["m"]
-    v_hat = v / (1 - b2**t) if do_bias_correction else v
-    return lr * m_hat / (np.sqrt(v_hat) + eps)
+    c1, c2 = (1 - b1**t, 1 - b2**t) if do_bias_correction else (1.0, 1.0)
+    if eps_hat:  # eps added to the uncorrected root, then both corrections
+        return lr * np.sqrt(c2) / c1 * state["m"] / (np.sqrt(v) + eps)
+    return lr * (state["m"] / c1) / (np.sqrt(v / c2) + eps)
 
 
 def adam(
@@ -87,3 +88,128 @@ def adamw(
 
 
 ORACLES = {"sgd": sgd, "adam": adam, "adamw": adamw}
+
+
+def adagrad(
+    p,
+    g,
+    state,
+    t,
+    *,
+    lr,
+    lr_decay=0.0,
+    weight_decay=0.0,
+    initial_accumulator_value=0.0,
+    eps=1e-10,
+    eps_inside_sqrt=False,
+    maximize=False,
+):
+    g = -g if maximize else g
+    g = g + weight_decay * p
+    if t == 1:
+        state["S"] = np.full_like(p, initial_accumulator_value)
+    state["S"] = state["S"] + g * g
+    clr = lr / (1 + (t - 1) * lr_decay)
+    denom = np.sqrt(state["S"] + eps) if eps_inside_sqrt else np.sqrt(state["S"]) + eps
+    return p - clr * g / denom
+
+
+def rmsprop(
+    p,
+    g,
+    state,
+    t,
+    *,
+    lr,
+    alpha=0.99,
+    eps=1e-8,
+    weight_decay=0.0,
+    momentum=0.0,
+    centered=False,
+    eps_inside_sqrt=False,
+    lr_in_momentum=False,
+    maximize=False,
+):
+    g = -g if maximize else g
+    g = g + weight_decay * p
+    if t == 1:
+        state.update(r=np.zeros_like(p), gbar=np.zeros_like(p), b=np.zeros_like(p))
+    state["r"] = alpha * state["r"] + (1 - alpha) * g * g
+    avg = state["r"]
+    if centered:
+        state["gbar"] = alpha * state["gbar"] + (1 - alpha) * g
+        avg = avg - state["gbar"] ** 2
+    denom = np.sqrt(avg + eps) if eps_inside_sqrt else np.sqrt(avg) + eps
+    if momentum == 0:
+        return p - lr * g / denom
+    if lr_in_momentum:
+        state["b"] = momentum * state["b"] + lr * g / denom
+        return p - state["b"]
+    state["b"] = momentum * state["b"] + g / denom
+    return p - lr * state["b"]
+
+
+def lamb(
+    p,
+    g,
+    state,
+    t,
+    *,
+    lr,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=0.0,
+    adam_w_mode=True,
+    do_bias_correction=True,
+    decay_in_trust_ratio=True,
+    maximize=False,
+    amsgrad=False,
+):
+    b1, b2 = betas
+    g = -g if maximize else g
+    if not adam_w_mode:
+        g = g + weight_decay * p
+    if t == 1:
+        state.update(m=np.zeros_like(p), v=np.zeros_like(p))
+    state["m"] = b1 * state["m"] + (1 - b1) * g
+    state["v"] = b2 * state["v"] + (1 - b2) * g * g
+    c1, c2 = (1 - b1**t, 1 - b2**t) if do_bias_correction else (1.0, 1.0)
+    u = (state["m"] / c1) / (np.sqrt(state["v"] / c2) + eps)
+    if adam_w_mode and decay_in_trust_ratio:
+        u = u + weight_decay * p
+    pn, un = np.linalg.norm(p), np.linalg.norm(u)
+    ratio = pn / un if pn > 0 and un > 0 else 1.0
+    out = p - lr * ratio * u
+    if adam_w_mode and not decay_in_trust_ratio:
+        out = out - lr * weight_decay * p
+    return out
+
+
+def lars_momentum(
+    p,
+    g,
+    state,
+    t,
+    *,
+    lr,
+    momentum=0.9,
+    lars_coeff=0.001,
+    lars_weight_decay=0.0005,
+    epsilon=0.0,
+    decayed_grad_norm=False,
+    maximize=False,
+):
+    g = -g if maximize else g
+    if t == 1:
+        state["v"] = np.zeros_like(p)
+    pn, gn = np.linalg.norm(p), np.linalg.norm(g)
+    if decayed_grad_norm:
+        denominator = np.linalg.norm(g + lars_weight_decay * p) + epsilon
+    else:
+        denominator = gn + lars_weight_decay * pn + epsilon
+    local_lr = lr * lars_coeff * pn / denominator if pn > 0 and gn > 0 else lr
+    state["v"] = momentum * state["v"] + local_lr * (g + lars_weight_decay * p)
+    return p - state["v"]
+
+
+ORACLES.update(adagrad=adagrad, rmsprop=rmsprop, lamb=lamb, lars_momentum=lars_momentum)

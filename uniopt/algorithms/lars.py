@@ -1,0 +1,115 @@
+r"""LARS momentum: SGD with momentum and a per-tensor (layer-wise) learning rate.
+
+Exactly the formula of Paddle's ``LarsMomentumOptimizer`` (seed 000):
+
+.. math::
+
+    \eta_\text{local} &= \eta \cdot c \cdot
+        \frac{\lVert\theta\rVert}{\lVert g\rVert + \lambda \lVert\theta\rVert + \epsilon} \\
+    v_t &\leftarrow \mu\, v_{t-1} + \eta_\text{local}\,(g_t + \lambda\,\theta_{t-1}) \\
+    \theta_t &\leftarrow \theta_{t-1} - v_t
+
+with :math:`c` = ``lars_coeff`` and :math:`\lambda` = ``lars_weight_decay``. Norms
+are per tensor, through the segment table. Where either norm is 0 the local rate is
+the plain :math:`\eta` (Paddle's kernel does the same). With ``decayed_grad_norm``
+(optax's ``lars``) the denominator is :math:`\lVert g + \lambda\theta\rVert + \epsilon`.
+
+Reference: You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks"
+(2017).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from uniopt import validation as v
+from uniopt.blocks import l2_penalty, signed, tensor_norms
+from uniopt.flavors import Default, arguments
+from uniopt.optimizer import Optimizer
+from uniopt.rule import Rule, Scalars
+from uniopt.transform import functional
+
+
+@dataclass(frozen=True)
+class LarsRule(Rule):
+    decayed_grad_norm: bool = False
+    maximize: bool = False
+
+    needs_tensor_reductions = True
+    hyperparameters = {
+        "lr": v.non_negative,
+        "momentum": v.non_negative,
+        "lars_coeff": v.non_negative,
+        "lars_weight_decay": v.non_negative,
+        "epsilon": v.non_negative,
+        "decayed_grad_norm": v.flag,
+        "maximize": v.flag,
+    }
+    flavors = {
+        "paddle": {},
+        "optax": {"momentum": 0.9, "lars_weight_decay": 0.0, "decayed_grad_norm": True},
+    }
+
+    def reads_params(self, hp: Mapping[str, Any]) -> bool:
+        return True
+
+    def slots(self) -> dict[str, float]:
+        return {"velocity": 0.0}
+
+    def scalars(self, hp: Mapping[str, Any], step: Any) -> dict[str, Any]:
+        return {k: hp[k] for k in ("lr", "momentum", "lars_coeff", "lars_weight_decay", "epsilon")}
+
+    def update(self, xp, p, g, state, s: Scalars, block):
+        g = signed(g, self.maximize)
+        decayed = l2_penalty(g, p, s.lars_weight_decay)
+        p_norm = tensor_norms(xp, p, block)
+        if self.decayed_grad_norm:
+            denominator = tensor_norms(xp, decayed, block) + s.epsilon
+        else:
+            denominator = tensor_norms(xp, g, block) + s.lars_weight_decay * p_norm + s.epsilon
+        g_norm = tensor_norms(xp, g, block)
+        ones = xp.ones_like(p_norm)
+        usable = (p_norm > 0) & (g_norm > 0)
+        trust = xp.where(usable, s.lars_coeff * p_norm / xp.where(usable, denominator, ones), ones)
+        velocity = s.momentum * state["velocity"] + s.lr * block.expand(xp, trust) * decayed
+        return -velocity, {"velocity": velocity}
+
+
+class LarsMomentum(Optimizer):
+    r"""LARS momentum (Paddle ``LarsMomentumOptimizer``, seed 000).
+
+    Args:
+        params: parameters or param groups (see :class:`uniopt.Optimizer`).
+        lr: learning rate :math:`\eta` (a number or a schedule).
+        momentum: momentum factor :math:`\mu`.
+        lars_coeff: trust coefficient :math:`c` of the local learning rate.
+        lars_weight_decay: weight decay :math:`\lambda` inside the LARS update.
+        epsilon: :math:`\epsilon` added to the local rate's denominator.
+        decayed_grad_norm: use :math:`\lVert g + \lambda\theta\rVert` in the denominator
+            (optax) instead of :math:`\lVert g\rVert + \lambda\lVert\theta\rVert` (Paddle).
+        maximize: maximize the objective instead of minimizing.
+        flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
+    """
+
+    algorithm = "lars_momentum"
+    rule = LarsRule
+
+    def __init__(
+        self,
+        params: Any,
+        lr: Any = Default(1e-3),
+        momentum: float = Default(0.9),
+        lars_coeff: float = 0.001,
+        lars_weight_decay: float = Default(0.0005),
+        epsilon: float = 0.0,
+        decayed_grad_norm: bool = Default(False),
+        maximize: bool = False,
+        *,
+        flavor: str | None = None,
+    ):
+        super().__init__(**arguments(locals()))
+
+
+lars_momentum = functional(LarsMomentum)
