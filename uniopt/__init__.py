@@ -11,6 +11,7 @@ from uniopt.algorithms.adam import Adam, adam
 from uniopt.algorithms.adamw import AdamW, adamw
 from uniopt.algorithms.lamb import LAMB, lamb
 from uniopt.algorithms.lars import LarsMomentum, lars_momentum
+from uniopt.algorithms.lookahead import LookAhead, lookahead
 from uniopt.algorithms.rmsprop import RMSprop, rmsprop
 from uniopt.algorithms.sgd import SGD, sgd
 from uniopt.optimizer import Optimizer
@@ -23,10 +24,12 @@ __all__ = [
     "SGD",
     "Adagrad",
     "LarsMomentum",
+    "LookAhead",
     "RMSprop",
     "adagrad",
     "lamb",
     "lars_momentum",
+    "lookahead",
     "rmsprop",
     "Adam",
     "AdamW",

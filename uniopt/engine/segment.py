@@ -76,15 +76,35 @@ class Segment:
         self.ensure_state(rule.slots())
         for first, last in self.runs(grads):
             scalars = scalars_at(self.steps[first] + 1)
-            if self.adapter.mutable:
-                self._step_in_place(rule, first, last, grads, scalars)
-            else:
-                self._step_functional(rule, first, last, grads, scalars)
+            self.state = self.run(rule, first, last, grads, scalars, self.state)
             for i in range(first, last):
                 self.steps[i] += 1
 
-    def _step_in_place(
-        self, rule: Rule, first: int, last: int, grads: Sequence[Any], scalars: Mapping
+    def run(
+        self,
+        rule: Rule,
+        first: int,
+        last: int,
+        grads: Sequence[Any],
+        scalars: Mapping[str, Any],
+        state: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Apply ``rule`` to tensors ``first .. last-1`` with the flat ``state`` given
+        (the segment's own, or a wrapper's such as LookAhead's slow weights); returns
+        the new state. Parameters are updated in place or replaced."""
+        if self.adapter.mutable:
+            self._run_in_place(rule, first, last, grads, scalars, state)
+            return state
+        return self._run_functional(rule, first, last, grads, scalars, state)
+
+    def _run_in_place(
+        self,
+        rule: Rule,
+        first: int,
+        last: int,
+        grads: Sequence[Any],
+        scalars: Mapping,
+        state: dict[str, Any],
     ) -> None:
         adapter, xp = self.adapter, self.xp
         params = [adapter.flat_view(adapter.data(p)) for p in self.params]
@@ -93,7 +113,7 @@ class Segment:
             first, last, adapter.chunk_elements, rule.needs_tensor_reductions
         ):
             p, g = block.gather(xp, params), block.gather(xp, flat_grads)
-            own = {k: v[block.start : block.stop] for k, v in self.state.items()}
+            own = {k: v[block.start : block.stop] for k, v in state.items()}
             delta, new_state = rule_on_block(xp, rule, block, p, g, own, scalars)
             new_p = p + delta
             for k, v in new_state.items():
@@ -101,16 +121,23 @@ class Segment:
             for piece, part in zip(block.pieces, block.split(new_p)):
                 adapter.write(params[piece.index][piece.lo : piece.hi], part)
 
-    def _step_functional(
-        self, rule: Rule, first: int, last: int, grads: Sequence[Any], scalars: Mapping
-    ) -> None:
+    def _run_functional(
+        self,
+        rule: Rule,
+        first: int,
+        last: int,
+        grads: Sequence[Any],
+        scalars: Mapping,
+        state: dict[str, Any],
+    ) -> dict[str, Any]:
         key = (rule, first, last, tuple(scalars))
         fn = self._compiled.get(key)
         if fn is None:
             fn = self._compiled[key] = self._build(rule, first, last)
         params = [self.adapter.data(p) for p in self.params[first:last]]
-        new_params, self.state = fn(params, list(grads[first:last]), self.state, dict(scalars))
+        new_params, new_state = fn(params, list(grads[first:last]), state, dict(scalars))
         self.params[first:last] = new_params
+        return new_state
 
     def _build(self, rule: Rule, first: int, last: int) -> Callable:
         xp, layout = self.xp, self.layout

@@ -25,13 +25,21 @@ class Case:
     def id(self) -> str:
         return f"{self.algorithm}-{self.label}" if self.label else self.algorithm
 
-    @property
-    def optimizer(self) -> type[uniopt.Optimizer]:
-        return getattr(uniopt, CLASSES[self.algorithm])
+    def build(self, params: Any) -> Any:
+        """The stateful optimizer of this case over ``params``."""
+        if self.algorithm == "lookahead":
+            options = dict(self.options)
+            inner = getattr(uniopt, CLASSES[options.pop("inner")])
+            return uniopt.LookAhead(inner(params, **options.pop("inner_options")), **options)
+        return getattr(uniopt, CLASSES[self.algorithm])(params, **self.options)
 
-    @property
-    def transform(self) -> Any:
-        return getattr(uniopt, self.algorithm)
+    def build_transform(self) -> Any:
+        """The functional transform of this case."""
+        if self.algorithm == "lookahead":
+            options = dict(self.options)
+            inner = getattr(uniopt, options.pop("inner"))(**options.pop("inner_options"))
+            return uniopt.lookahead(inner, **options)
+        return getattr(uniopt, self.algorithm)(**self.options)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ CLASSES = {
     "rmsprop": "RMSprop",
     "lamb": "LAMB",
     "lars_momentum": "LarsMomentum",
+    "lookahead": "LookAhead",
 }
 TORCH_CLASSES = {
     "sgd": "SGD",
@@ -220,12 +229,29 @@ CASES: list[Case] = [
         ),
         label="optax",
     ),
+    Case(
+        "lookahead",
+        dict(inner="sgd", inner_options=dict(lr=0.05, momentum=0.9), alpha=0.2, k=5),
+        label="sgd",
+    ),
+    Case(
+        "lookahead",
+        dict(
+            inner="adamw",
+            inner_options=dict(lr=0.05, amsgrad=True),
+            alpha=0.5,
+            k=3,
+            slow_init="first_step",
+        ),
+        label="adamw-first-step",
+    ),
 ]
 
 ERRORS: list[ErrorCase] = [
     *[
         ErrorCase(name, opts, ValueError, match)
         for name in CLASSES
+        if name != "lookahead"
         for opts, match in (
             ({"lr": -0.1}, "invalid lr=-0.1"),
             ({"lr": float("nan")}, "invalid lr=nan"),
@@ -244,7 +270,7 @@ ERRORS: list[ErrorCase] = [
     *[
         ErrorCase(name, {"weight_decay": -1.0}, ValueError, "invalid weight_decay=-1.0")
         for name in CLASSES
-        if name != "lars_momentum"
+        if name not in ("lars_momentum", "lookahead")
     ],
     ErrorCase("sgd", {"nesterov": True}, ValueError, "invalid nesterov"),
     ErrorCase(

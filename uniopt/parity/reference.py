@@ -213,3 +213,18 @@ def lars_momentum(
 
 
 ORACLES.update(adagrad=adagrad, rmsprop=rmsprop, lamb=lamb, lars_momentum=lars_momentum)
+
+
+def lookahead(p, g, state, t, *, inner, inner_options, alpha=0.5, k=5, slow_init="params"):
+    if t == 1:
+        state.update(inner={}, slow=p.copy())
+    fast = ORACLES[inner](p, g, state["inner"], t, **inner_options)
+    if t == 1 and slow_init == "first_step":
+        state["slow"] = fast.copy()
+    if t % k:
+        return fast
+    state["slow"] = state["slow"] + alpha * (fast - state["slow"])
+    return state["slow"].copy()
+
+
+ORACLES["lookahead"] = lookahead

@@ -42,19 +42,19 @@ def _arrays(backend: str, problem: Problem, dtype: str):
 
 
 def run_stateful(case: Case, backend: str, problem: Problem, dtype: str) -> list[np.ndarray]:
-    """The stateful face: ``case.optimizer(params).step(...)`` for every step."""
+    """The stateful face: ``case.build(params).step(...)`` for every step."""
     params, curvature, center, noise = _arrays(backend, problem, dtype)
     if backend == "torch":
         import torch
 
         params = [torch.nn.Parameter(p) for p in params]
-        opt = case.optimizer(params, **case.options)
+        opt = case.build(params)
         for n in noise:
             for p, a, c, e in zip(params, curvature, center, n):
                 p.grad = gradient(p.detach(), a, c, e)
             opt.step()
     else:
-        opt = case.optimizer(params, **case.options)
+        opt = case.build(params)
         for n in noise:
             opt.step([gradient(p, a, c, e) for p, a, c, e in zip(opt.params, curvature, center, n)])
     return [BACKENDS[backend].to_numpy(p) for p in opt.params]
@@ -63,7 +63,7 @@ def run_stateful(case: Case, backend: str, problem: Problem, dtype: str) -> list
 def run_functional(case: Case, backend: str, problem: Problem, dtype: str) -> list[np.ndarray]:
     """The functional face, jitted on jax: ``tx.update`` + ``apply_updates``."""
     params, curvature, center, noise = _arrays(backend, problem, dtype)
-    tx = case.transform(**case.options)
+    tx = case.build_transform()
 
     def step(params, state, n):
         grads = [gradient(p, a, c, e) for p, a, c, e in zip(params, curvature, center, n)]
