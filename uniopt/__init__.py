@@ -5,7 +5,7 @@ Two faces over one engine: stateful optimizers (``uniopt.AdamW(params).step()``)
 and pure transforms (``uniopt.adamw().update(grads, state, params)``).
 """
 
-from uniopt import lr_scheduler, schedules
+from uniopt import lr_scheduler, port, schedules
 from uniopt.algorithms.adagrad import Adagrad, adagrad
 from uniopt.algorithms.adam import Adam, adam
 from uniopt.algorithms.adamw import AdamW, adamw
@@ -14,12 +14,19 @@ from uniopt.algorithms.lars import LarsMomentum, lars_momentum
 from uniopt.algorithms.lookahead import LookAhead, lookahead
 from uniopt.algorithms.rmsprop import RMSprop, rmsprop
 from uniopt.algorithms.sgd import SGD, sgd
+from uniopt.gradients import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue
+from uniopt.io import load, save
+from uniopt.loss_scale import DynamicLossScale
 from uniopt.optimizer import Optimizer
 from uniopt.transform import Transform, TransformState, apply_updates
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClipGradByGlobalNorm",
+    "ClipGradByNorm",
+    "ClipGradByValue",
+    "DynamicLossScale",
     "LAMB",
     "SGD",
     "Adagrad",
@@ -39,7 +46,10 @@ __all__ = [
     "adam",
     "adamw",
     "apply_updates",
+    "load",
     "lr_scheduler",
+    "port",
+    "save",
     "schedules",
     "sgd",
 ]

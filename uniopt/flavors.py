@@ -47,5 +47,7 @@ def resolve(
 
 
 def arguments(local_variables: Mapping[str, Any]) -> dict[str, Any]:
-    """An ``__init__``'s arguments from its ``locals()``, for ``super().__init__(**...)``."""
-    return {k: v for k, v in local_variables.items() if k not in ("self", "__class__")}
+    """An ``__init__``'s arguments from its ``locals()``, for ``super().__init__(**...)``
+    (``**options`` are passed on as keywords)."""
+    out = {k: v for k, v in local_variables.items() if k not in ("self", "__class__", "options")}
+    return {**out, **local_variables.get("options", {})}

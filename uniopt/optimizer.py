@@ -13,29 +13,87 @@ changes nothing, then runs the algorithm's rule over each segment.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, ClassVar
 
-from uniopt import _tree, flavors
+from uniopt import _tree, flavors, validation
+from uniopt import loss_scale as loss_scales
 from uniopt import lr as lr_forms
 from uniopt import params as params_forms
 from uniopt import state as state_forms
 from uniopt._adapter import Adapter, adapter_for
 from uniopt.engine.segment import Segment
+from uniopt.gradients import (
+    GRAD_CLIPS,
+    ClipGradByGlobalNorm,
+    ClipGradByNorm,
+    ClipGradByValue,
+    Preprocessed,
+)
 from uniopt.rule import Rule
 
 
 class Optimizer:
-    """Base of every stateful optimizer; subclasses set ``rule`` and a typed ``__init__``."""
+    """Base of every stateful optimizer; subclasses set ``rule`` and a typed ``__init__``.
+
+    Every optimizer also takes these keyword options:
+
+    * ``grad_clip``: :class:`uniopt.ClipGradByGlobalNorm`, :class:`uniopt.ClipGradByNorm`
+      or :class:`uniopt.ClipGradByValue` (Paddle's), applied before weight decay;
+    * ``loss_scale``: gradients are divided by it (a float > 0, MindSpore's), or a
+      :class:`uniopt.DynamicLossScale`, which skips steps with non-finite gradients;
+    * ``apply_decay_param_fun``: ``f(name) -> bool``, only parameters for which it is
+      true are decayed (Paddle);
+    * ``lr_ratio``: ``f(param) -> float``, a per-parameter multiplier of the learning
+      rate (Paddle; on every backend and device here);
+    * ``decay_skips_beta_gamma``: without param groups, do not decay parameters whose
+      names contain "beta" or "gamma" (MindSpore's rule; default with its flavor).
+
+    Param groups take the group keys of the references: the hyperparameters,
+    ``grad_centralization`` (MindSpore), ``clip_grad_max_norm`` and
+    ``clip_grad_norm_type`` (OneFlow, used by :meth:`clip_grad`).
+    """
 
     #: the name state files and the registry know it by, e.g. "adamw"
     algorithm: ClassVar[str]
     rule: ClassVar[type[Rule]]
 
-    def __init__(self, params: Any, flavor: str | None = None, **defaults: Any):
+    def __init__(
+        self,
+        params: Any,
+        flavor: str | None = None,
+        *,
+        grad_clip: Any = None,
+        loss_scale: Any = 1.0,
+        apply_decay_param_fun: Callable[[str], bool] | None = None,
+        lr_ratio: Callable[[Any], float] | None = None,
+        decay_skips_beta_gamma: bool | None = None,
+        **defaults: Any,
+    ):
+        owner = type(self).__name__
         self.flavor = flavor
         self.defaults = self._validated(defaults, flavor=flavor)
+        if grad_clip is not None and not isinstance(grad_clip, GRAD_CLIPS):
+            raise TypeError(
+                f"{owner}: grad_clip must be ClipGradByGlobalNorm, ClipGradByNorm or "
+                f"ClipGradByValue, got {type(grad_clip).__name__}"
+            )
+        for name, fn in (("apply_decay_param_fun", apply_decay_param_fun), ("lr_ratio", lr_ratio)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{owner}: {name} must be callable, got {type(fn).__name__}")
+        self.grad_clip = grad_clip
+        self.loss_scale = loss_scales.checked(owner, loss_scale)
+        self.apply_decay_param_fun = apply_decay_param_fun
+        self.lr_ratio = lr_ratio
+        if decay_skips_beta_gamma is None:
+            decay_skips_beta_gamma = flavor == "mindspore"
+        self.decay_skips_beta_gamma = validation.flag(
+            owner, "decay_skips_beta_gamma", decay_skips_beta_gamma
+        )
+        self._grouped = params_forms.is_group_list(params)
+        self.last_step_skipped = False
         self.param_groups: list[dict[str, Any]] = []
         self._segments: list[list[Segment]] = []
         self._ids: set[int] = set()
@@ -88,6 +146,14 @@ class Optimizer:
         hp = {k: param_group.get(k, v) for k, v in self.defaults.items()}
         group = {**param_group, **self._validated(hp, self._owner)}
         group["params"], group["param_names"] = list(leaves), names
+        group["grad_centralization"] = validation.flag(
+            self._owner, "grad_centralization", group.get("grad_centralization", False)
+        )
+        if "clip_grad_max_norm" in group:
+            validation.positive(self._owner, "clip_grad_max_norm", group["clip_grad_max_norm"])
+            norm_type = group.setdefault("clip_grad_norm_type", 2.0)
+            if norm_type != float("inf"):
+                validation.positive(self._owner, "clip_grad_norm_type", norm_type)
         segments = self._plan(names, leaves)
         self.param_groups.append(group)
         self._segments.append(segments)
@@ -108,15 +174,32 @@ class Optimizer:
             key = (adapter.name, adapter.device(data), adapter.dtype_name(data))
             buckets.setdefault(key, []).append(i)
             adapters[key] = adapter
-        return [
-            Segment(
+        segments = []
+        for key, positions in buckets.items():
+            segment = Segment(
                 [names[i] for i in positions],
                 [leaves[i] for i in positions],
                 adapters[key],
                 positions,
             )
-            for key, positions in buckets.items()
-        ]
+            segment.profiles = [self._profile(names[i], leaves[i]) for i in positions]
+            segments.append(segment)
+        return segments
+
+    def _profile(self, name: str, param: Any) -> tuple[bool, float]:
+        """``(decayed, lr_ratio)`` of one parameter."""
+        if self.apply_decay_param_fun is not None:
+            decayed = bool(self.apply_decay_param_fun(name))
+        elif self.decay_skips_beta_gamma and not self._grouped:
+            decayed = "beta" not in name and "gamma" not in name
+        else:
+            decayed = True
+        ratio = 1.0
+        if self.lr_ratio is not None:
+            ratio = validation.non_negative(
+                self._owner, f"lr_ratio({name!r})", self.lr_ratio(param)
+            )
+        return decayed, ratio
 
     # ---- stepping -----------------------------------------------------------------
 
@@ -132,22 +215,70 @@ class Optimizer:
             with self._context("enable_grad"):
                 loss = closure()
         grads_by_segment = self._gradients(grads)
+        grad_scale = self._grad_scale(grads_by_segment)
+        self.last_step_skipped = grad_scale is None
+        if grad_scale is None:  # non-finite gradients under dynamic loss scaling
+            return loss
         lrs = []
         with self._context("no_grad"):
             for group, segments, group_grads in zip(
                 self.param_groups, self._segments, grads_by_segment
             ):
                 lr = lr_forms.lr_at(group["lr"], self._step_count)
-                rule = self.rule.from_group(group)
+                rule = self._prepared_rule(group, grad_scale != 1.0)
                 hp = {**{k: group[k] for k in self.rule.hyperparameters}, "lr": lr}
+                scalars_at = partial(self._scalars, rule, hp, grad_scale)
                 for segment, segment_grads in zip(segments, group_grads):
-                    segment.step(rule, segment_grads, partial(rule.scalars, hp))
+                    segment.step(rule, segment_grads, scalars_at)
                     for position, p in zip(segment.positions, segment.params):
                         group["params"][position] = p
                 lrs.append(lr)
         self._step_count += 1
         self._last_lrs = lrs
         return loss
+
+    def _prepared_rule(self, group: Mapping[str, Any], scaled: bool) -> Rule:
+        """The group's rule, with gradient preprocessing fused in front when asked."""
+        rule = self.rule.from_group(group)
+        clip = self.grad_clip
+        norm_clip = clip.clip_norm if isinstance(clip, ClipGradByNorm) else None
+        value_clip = clip.bounds if isinstance(clip, ClipGradByValue) else None
+        if not (scaled or norm_clip or value_clip or group["grad_centralization"]):
+            return rule
+        return Preprocessed(rule, scaled, norm_clip, value_clip, group["grad_centralization"])
+
+    def _scalars(
+        self, rule: Rule, hp: Mapping[str, Any], grad_scale: float, step: int, profile: tuple
+    ) -> dict[str, Any]:
+        decayed, ratio = profile
+        hp = {**hp, "lr": hp["lr"] * ratio}
+        if not decayed:
+            hp[self.rule.decay_key] = 0.0
+        scalars = rule.scalars(hp, step)
+        if grad_scale != 1.0:
+            scalars["grad_scale"] = grad_scale
+        return scalars
+
+    def _grad_scale(self, grads_by_segment: list[list[list[Any]]]) -> float | None:
+        """The factor every gradient is multiplied by (loss scale, global-norm clip);
+        None when dynamic loss scaling finds non-finite gradients."""
+        scale = 1.0 / loss_scales.current(self.loss_scale)
+        dynamic = isinstance(self.loss_scale, loss_scales.DynamicLossScale)
+        if not dynamic and not isinstance(self.grad_clip, ClipGradByGlobalNorm):
+            return scale
+        total = 0.0
+        for segments, group_grads in zip(self._segments, grads_by_segment):
+            for segment, grads in zip(segments, group_grads):
+                xp = segment.xp
+                total += sum(float(xp.sum(g * g)) for g in grads if g is not None)
+        if dynamic:
+            finite = math.isfinite(total)
+            self.loss_scale.update(finite)
+            if not finite:
+                return None
+        if isinstance(self.grad_clip, ClipGradByGlobalNorm):
+            scale *= self.grad_clip.factor(math.sqrt(total) * scale)
+        return scale
 
     def _context(self, kind: str) -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
@@ -231,6 +362,48 @@ class Optimizer:
                 )
 
     # ---- gradients and learning rates ---------------------------------------------
+
+    def clip_grad(self, grads: Any = None) -> dict[str, Any] | None:
+        """Clip the gradients of every group that has ``clip_grad_max_norm`` (OneFlow):
+        the group's gradients are scaled by ``max_norm / (norm + 1e-6)`` when that is
+        below 1, ``norm`` being their joint ``clip_grad_norm_type``-norm (as
+        ``torch.nn.utils.clip_grad_norm_``). Without ``grads`` the ``.grad`` arrays are
+        clipped in place (torch); with them, a dict name -> clipped gradient is returned.
+        """
+        found = (
+            self._match(grads)
+            if grads is not None
+            else {
+                n: adapter_for(p).get_grad(p)
+                for g in self.param_groups
+                for n, p in zip(g["param_names"], g["params"])
+            }
+        )
+        out = dict(found)
+        for group in self.param_groups:
+            if "clip_grad_max_norm" not in group:
+                continue
+            present = [n for n in group["param_names"] if found[n] is not None]
+            norm_type = float(group["clip_grad_norm_type"])
+            norms = []
+            for n in present:
+                xp = adapter_for(found[n]).namespace(found[n])
+                norms.append(float(xp.linalg.vector_norm(found[n], ord=norm_type)))
+            if norm_type == math.inf:
+                total = max(norms, default=0.0)
+            else:
+                total = sum(x**norm_type for x in norms) ** (1.0 / norm_type)
+            coef = group["clip_grad_max_norm"] / (total + 1e-6)
+            if coef >= 1.0:
+                continue
+            for n in present:
+                adapter = adapter_for(found[n])
+                if grads is None and adapter.mutable:
+                    with adapter.no_grad():
+                        adapter.write(adapter.flat_view(found[n]), adapter.flat(found[n]) * coef)
+                else:
+                    out[n] = found[n] * coef
+        return None if grads is None else out
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients held on the parameters (torch); a no-op elsewhere."""

@@ -52,6 +52,8 @@ class Rule:
     hyperparameters: ClassVar[Mapping[str, Callable[[str, str, Any], Any]]]
     #: the rule reduces over whole tensors (trust ratios): blocks never split a tensor
     needs_tensor_reductions: ClassVar[bool] = False
+    #: the hyperparameter that per-parameter decay switches (apply_decay_param_fun) zero
+    decay_key: ClassVar[str] = "weight_decay"
     #: flavor -> the options (and defaults) that reproduce that framework
     flavors: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 

@@ -136,6 +136,11 @@ def functional(optimizer_cls: type) -> Callable[..., Transform]:
         bound.apply_defaults()
         hp = dict(bound.arguments)
         flavor = hp.pop("flavor", None)
+        if hp.pop("options", None):
+            raise TypeError(
+                f"uniopt.{name}: grad_clip, loss_scale and the other optimizer options are "
+                "for the stateful face; chain clipping transforms (optax.chain) instead"
+            )
         hp = optimizer_cls._validated(hp, owner=f"uniopt.{name}", flavor=flavor)
         return make_transform(optimizer_cls.rule, hp, f"uniopt.{name}")
 

@@ -96,6 +96,8 @@ class Adagrad(Optimizer):
             :math:`\sqrt{S} + \epsilon` (torch).
         maximize: maximize the objective instead of minimizing.
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
+        **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
+            ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
     """
 
     algorithm = "adagrad"
@@ -113,6 +115,7 @@ class Adagrad(Optimizer):
         maximize: bool = False,
         *,
         flavor: str | None = None,
+        **options: Any,
     ):
         super().__init__(**arguments(locals()))
 

@@ -104,6 +104,8 @@ class Adam(Optimizer):
         eps_hat: add :math:`\epsilon` before the bias correction (Keras, MindSpore).
         decoupled_weight_decay: decay the weights directly (AdamW) instead of L2.
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
+        **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
+            ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
     """
 
     algorithm = "adam"
@@ -123,6 +125,7 @@ class Adam(Optimizer):
         decoupled_weight_decay: bool = Default(False),
         *,
         flavor: str | None = None,
+        **options: Any,
     ):
         super().__init__(**arguments(locals()))
 

@@ -65,6 +65,7 @@ class AdamW(Adam):
         decoupled_weight_decay: bool = True,
         *,
         flavor: str | None = None,
+        **options: Any,
     ):
         super().__init__(**arguments(locals()))
 

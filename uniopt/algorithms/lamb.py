@@ -125,6 +125,8 @@ class LAMB(Optimizer):
             direction (optax, Paddle, OneFlow) or apply it beside (Keras).
         maximize: maximize the objective instead of minimizing.
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
+        **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
+            ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
     """
 
     algorithm = "lamb"
@@ -144,6 +146,7 @@ class LAMB(Optimizer):
         maximize: bool = False,
         *,
         flavor: str | None = None,
+        **options: Any,
     ):
         super().__init__(**arguments(locals()))
 

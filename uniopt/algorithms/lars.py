@@ -38,6 +38,7 @@ class LarsRule(Rule):
     maximize: bool = False
 
     needs_tensor_reductions = True
+    decay_key = "lars_weight_decay"
     hyperparameters = {
         "lr": v.non_negative,
         "momentum": v.non_negative,
@@ -91,6 +92,8 @@ class LarsMomentum(Optimizer):
             (optax) instead of :math:`\lVert g\rVert + \lambda\lVert\theta\rVert` (Paddle).
         maximize: maximize the objective instead of minimizing.
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
+        **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
+            ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
     """
 
     algorithm = "lars_momentum"
@@ -108,6 +111,7 @@ class LarsMomentum(Optimizer):
         maximize: bool = False,
         *,
         flavor: str | None = None,
+        **options: Any,
     ):
         super().__init__(**arguments(locals()))
 

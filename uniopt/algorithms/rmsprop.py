@@ -138,6 +138,8 @@ class RMSprop(Optimizer):
         lr_in_momentum: keep the learning rate inside the momentum buffer.
         maximize: maximize the objective instead of minimizing.
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
+        **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
+            ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
     """
 
     algorithm = "rmsprop"
@@ -157,6 +159,7 @@ class RMSprop(Optimizer):
         maximize: bool = False,
         *,
         flavor: str | None = None,
+        **options: Any,
     ):
         super().__init__(**arguments(locals()))
 

@@ -109,6 +109,8 @@ class SGD(Optimizer):
         maximize: maximize the objective instead of minimizing.
         lr_in_momentum: keep the learning rate inside the momentum buffer (Keras).
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
+        **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
+            ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
     """
 
     algorithm = "sgd"
@@ -126,6 +128,7 @@ class SGD(Optimizer):
         lr_in_momentum: bool = Default(False),
         *,
         flavor: str | None = None,
+        **options: Any,
     ):
         super().__init__(**arguments(locals()))
 

@@ -36,6 +36,7 @@ class Piece:
     index: int
     lo: int
     hi: int
+    shape: tuple[int, ...] = ()  #: the whole tensor's shape
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class Layout:
             yield Block(
                 spans[0].offset,
                 spans[-1].stop,
-                tuple(Piece(first + i, 0, s.size) for i, s in enumerate(spans)),
+                tuple(Piece(first + i, 0, s.size, s.shape) for i, s in enumerate(spans)),
             )
             return
         pieces: list[Piece] = []
@@ -126,7 +127,7 @@ class Layout:
                     take = span.size
                 else:
                     take = min(span.size - lo, room)
-                pieces.append(Piece(i, lo, lo + take))
+                pieces.append(Piece(i, lo, lo + take, span.shape))
                 lo += take
                 filled += take
                 if filled - start >= max_elements:

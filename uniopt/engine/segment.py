@@ -18,7 +18,7 @@ from uniopt.engine.execute import rule_on_block, update_tensors
 from uniopt.engine.layout import Layout
 from uniopt.rule import Rule
 
-ScalarsAt = Callable[[int], Mapping[str, Any]]
+ScalarsAt = Callable[[int, Any], Mapping[str, Any]]
 
 
 class Segment:
@@ -41,6 +41,9 @@ class Segment:
         self.dtype = data[0].dtype
         self.device = array_api_compat.device(data[0])
         self.steps = [0] * len(self.params)
+        #: per tensor, what makes its scalars differ from its group's (e.g. decay on/off,
+        #: an lr ratio): tensors only share a run when their profiles are equal
+        self.profiles: list[Any] = [()] * len(self.params)
         self.state: dict[str, Any] = {}
         self._compiled: dict[Any, Callable] = {}
 
@@ -57,25 +60,27 @@ class Segment:
                 )
 
     def runs(self, grads: Sequence[Any]) -> list[tuple[int, int]]:
-        """Maximal ``[first, last)`` stretches of tensors with a gradient and equal steps."""
+        """Maximal ``[first, last)`` stretches of tensors with a gradient, equal steps and
+        equal profiles."""
         out, i, n = [], 0, len(grads)
+        key = list(zip(self.steps, self.profiles))
         while i < n:
             if grads[i] is None:
                 i += 1
                 continue
             j = i + 1
-            while j < n and grads[j] is not None and self.steps[j] == self.steps[i]:
+            while j < n and grads[j] is not None and key[j] == key[i]:
                 j += 1
             out.append((i, j))
             i = j
         return out
 
     def step(self, rule: Rule, grads: Sequence[Any], scalars_at: ScalarsAt) -> None:
-        """One update of every tensor that has a gradient. ``scalars_at(t)`` gives the
-        per-step scalars for tensors taking their ``t``-th step."""
+        """One update of every tensor that has a gradient. ``scalars_at(t, profile)`` gives
+        the per-step scalars for tensors of that profile taking their ``t``-th step."""
         self.ensure_state(rule.slots())
         for first, last in self.runs(grads):
-            scalars = scalars_at(self.steps[first] + 1)
+            scalars = scalars_at(self.steps[first] + 1, self.profiles[first])
             self.state = self.run(rule, first, last, grads, scalars, self.state)
             for i in range(first, last):
                 self.steps[i] += 1
