@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
@@ -24,6 +25,7 @@ from uniopt import lr as lr_forms
 from uniopt import params as params_forms
 from uniopt import state as state_forms
 from uniopt._adapter import Adapter, adapter_for
+from uniopt.custom import CustomOptimizerHelpers
 from uniopt.engine.segment import Segment
 from uniopt.gradients import (
     GRAD_CLIPS,
@@ -35,8 +37,16 @@ from uniopt.gradients import (
 from uniopt.rule import Rule
 
 
-class Optimizer:
-    """Base of every stateful optimizer; subclasses set ``rule`` and a typed ``__init__``.
+@dataclass(frozen=True)
+class CustomRule(Rule):
+    """The hyperparameters of an optimizer written with ``construct`` (see uniopt.custom)."""
+
+    hyperparameters = {"lr": validation.non_negative, "weight_decay": validation.non_negative}
+
+
+class Optimizer(CustomOptimizerHelpers):
+    """Base of every stateful optimizer; subclasses set ``rule`` and a typed ``__init__``,
+    or write ``construct(gradients)`` with the helpers of :mod:`uniopt.custom`.
 
     Every optimizer also takes these keyword options:
 
@@ -57,8 +67,8 @@ class Optimizer:
     """
 
     #: the name state files and the registry know it by, e.g. "adamw"
-    algorithm: ClassVar[str]
-    rule: ClassVar[type[Rule]]
+    algorithm: ClassVar[str] = "custom"
+    rule: ClassVar[type[Rule]] = CustomRule
 
     def __init__(
         self,
@@ -74,7 +84,12 @@ class Optimizer:
     ):
         owner = type(self).__name__
         self.flavor = flavor
+        if "learning_rate" in defaults:  # MindSpore's and Paddle's name
+            defaults["lr"] = defaults.pop("learning_rate")
+        if self.rule is CustomRule:
+            defaults.setdefault("weight_decay", 0.0)
         self.defaults = self._validated(defaults, flavor=flavor)
+        self._custom_state: dict[str, list[Any]] = {}
         if grad_clip is not None and not isinstance(grad_clip, GRAD_CLIPS):
             raise TypeError(
                 f"{owner}: grad_clip must be ClipGradByGlobalNorm, ClipGradByNorm or "
@@ -94,6 +109,11 @@ class Optimizer:
         )
         self._grouped = params_forms.is_group_list(params)
         self.last_step_skipped = False
+        self.order_params: list[str] | None = None
+        orders = []
+        if isinstance(params, (list, tuple)):
+            orders = [g for g in params if isinstance(g, Mapping) and "order_params" in g]
+            params = [g for g in params if not (isinstance(g, Mapping) and "order_params" in g)]
         self.param_groups: list[dict[str, Any]] = []
         self._segments: list[list[Segment]] = []
         self._ids: set[int] = set()
@@ -104,6 +124,25 @@ class Optimizer:
             self.add_param_group(group)
         if not self.param_groups or not any(g["params"] for g in self.param_groups):
             raise ValueError(f"{self._owner}: got an empty parameter list")
+        if orders:
+            self.order_params = self._order(orders[0]["order_params"])
+
+    def _order(self, order_params: Any) -> list[str]:
+        """MindSpore's ``order_params`` (parameters, or their names): the update order;
+        each must be in some group."""
+        by_id = {id(p): n for g in self.param_groups for n, p in zip(g["param_names"], g["params"])}
+        items = list(order_params)
+        if all(isinstance(x, str) for x in items):
+            names = items
+            missing = [n for n in names if n not in by_id.values()]
+        else:
+            names = [by_id.get(id(p), "?") for p in items]
+            missing = [f"#{i}" for i, p in enumerate(items) if id(p) not in by_id]
+        if missing:
+            raise ValueError(
+                f"{self._owner}: order_params {missing} are not in any param group's params"
+            )
+        return names
 
     # ---- construction -------------------------------------------------------------
 
@@ -214,10 +253,16 @@ class Optimizer:
         if closure is not None:
             with self._context("enable_grad"):
                 loss = closure()
-        grads_by_segment = self._gradients(grads)
+        found = self._collect(grads)
+        grads_by_segment = self._by_segment(found)
         grad_scale = self._grad_scale(grads_by_segment)
         self.last_step_skipped = grad_scale is None
         if grad_scale is None:  # non-finite gradients under dynamic loss scaling
+            return loss
+        if hasattr(self, "construct"):
+            self._custom_step(found)
+            self._last_lrs = [lr_forms.lr_at(g["lr"], self._step_count) for g in self.param_groups]
+            self._step_count += 1
             return loss
         lrs = []
         with self._context("no_grad"):
@@ -287,8 +332,8 @@ class Optimizer:
             stack.enter_context(getattr(adapter, kind)())
         return stack
 
-    def _gradients(self, grads: Any) -> list[list[list[Any]]]:
-        """Every gradient, per group and segment, validated before anything changes."""
+    def _collect(self, grads: Any) -> dict[str, Any]:
+        """Every gradient by parameter name, validated before anything changes."""
         if grads is None:
             found = {}
             for group in self.param_groups:
@@ -302,17 +347,16 @@ class Optimizer:
                     found[name] = adapter.get_grad(p)
         else:
             found = self._match(grads)
-        out = []
         for segments in self._segments:
-            per_segment = []
             for segment in segments:
-                segment_grads = [found[name] for name in segment.names]
-                for name, p, g in zip(segment.names, segment.params, segment_grads):
-                    if g is not None:
-                        self._check_grad(segment, name, p, g)
-                per_segment.append(segment_grads)
-            out.append(per_segment)
-        return out
+                for name, p in zip(segment.names, segment.params):
+                    if found[name] is not None:
+                        self._check_grad(segment, name, p, found[name])
+        return found
+
+    def _by_segment(self, found: Mapping[str, Any]) -> list[list[list[Any]]]:
+        """The gradients per group and segment, in segment-table order."""
+        return [[[found[n] for n in s.names] for s in segments] for segments in self._segments]
 
     def _match(self, grads: Any) -> dict[str, Any]:
         """Map user gradients to parameter names: by name, else by position."""
@@ -410,6 +454,19 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 adapter_for(p).clear_grad(p, set_to_none)
+
+    def clear_grad(self, set_to_zero: bool = False) -> None:
+        """Paddle's name for :meth:`zero_grad` (gradients set to None unless
+        ``set_to_zero``)."""
+        self.zero_grad(set_to_none=not set_to_zero)
+
+    clear_gradients = clear_grad
+
+    @property
+    def support_sparse(self) -> bool:
+        """Whether sparse gradient tensors are accepted (OneFlow's property): no; dense
+        gradients with ``lazy_mode`` update only the rows that have a gradient."""
+        return False
 
     def minimize(self, loss: Any) -> tuple[list, list[tuple[Any, Any]]]:
         """``loss.backward()`` then ``step()`` (torch). Returns ``([], params_grads)``

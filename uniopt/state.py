@@ -41,9 +41,14 @@ def state_dict(opt: Optimizer) -> dict[str, Any]:
                 for slot, flat in host.items():
                     entry[slot] = flat[span.offset : span.stop].reshape(span.shape).copy()
                 state[span.name] = entry
+    custom = {
+        prefix: {name: _host(array) for (name, _, _), array in zip(opt._entries(), arrays)}
+        for prefix, arrays in opt._custom_state.items()
+    }
     return {
         "format": FORMAT,
         "version": VERSION,
+        "custom_state": custom,
         "algorithm": opt.algorithm,
         "flavor": opt.flavor,
         "step_count": opt._step_count,
@@ -84,8 +89,11 @@ def load_state_dict(opt: Optimizer, sd: Mapping[str, Any]) -> None:
         ]
         for segments, hp in zip(opt._segments, new_hp)
     ]
+    custom = _build_custom(opt, sd.get("custom_state", {}), problems)
     if problems:
         raise ValueError(f"{owner}: state does not match the optimizer: " + "; ".join(problems))
+    for prefix, arrays in custom.items():
+        opt._custom_state[prefix][:] = arrays  # the subclass holds this very list
     for group, hp, segments, new in zip(opt.param_groups, new_hp, opt._segments, built):
         group.update(hp)
         for segment, (slots, steps) in zip(segments, new):
@@ -152,3 +160,43 @@ def _build_segment(
         {k: segment.adapter.from_numpy(v, like) for k, v in host.items()} if not problems else {}
     )
     return moved, steps
+
+
+def _host(array: Any) -> np.ndarray:
+    from uniopt._adapter import adapter_for
+
+    return adapter_for(array).to_numpy(array)
+
+
+def _build_custom(
+    opt: Optimizer, saved: Mapping[str, Any], problems: list[str]
+) -> dict[str, list[Any]]:
+    """New arrays for the ``clone_state`` lists of a custom optimizer."""
+    from uniopt._adapter import adapter_for
+
+    if not isinstance(saved, Mapping):
+        problems.append("custom_state must be a dict")
+        return {}
+    expected, got = set(opt._custom_state), set(saved)
+    if expected != got:
+        problems.append(f"custom state {sorted(got)} does not match {sorted(expected)}")
+        return {}
+    out = {}
+    for prefix, arrays in opt._custom_state.items():
+        new = []
+        for (name, _, _), like in zip(opt._entries(), arrays):
+            value = saved[prefix].get(name)
+            adapter = adapter_for(like)
+            dtype = adapter.dtype_name(like)
+            if (
+                not isinstance(value, np.ndarray)
+                or tuple(value.shape) != tuple(like.shape)
+                or (value.dtype.name != dtype)
+            ):
+                problems.append(
+                    f"'{name}': custom state '{prefix}' missing or not {dtype}{list(like.shape)}"
+                )
+                continue
+            new.append(adapter.from_numpy(value, like))
+        out[prefix] = new
+    return out
