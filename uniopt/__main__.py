@@ -1,12 +1,13 @@
-"""``python -m uniopt``: ``parity`` (every optimizer against its references) and
-``plot-schedule`` (draw a learning-rate schedule)."""
+"""``python -m uniopt``: ``parity`` (every optimizer against its references),
+``plot-schedule`` (draw a learning-rate schedule), ``inspect`` (what a state file holds)
+and ``convert`` (torch.optim state_dict <-> uniopt state file)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from uniopt import plot
+from uniopt import cli_state, plot
 from uniopt.parity import report
 
 
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     report.add_parser(commands)
     plot.register(commands)
+    cli_state.register(commands)
     return parser
 
 

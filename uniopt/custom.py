@@ -98,7 +98,7 @@ class CustomOptimizerHelpers:
         """``g + weight_decay * p`` for each parameter whose group decays it (and, without
         groups under the beta/gamma rule, whose name has neither "beta" nor "gamma")."""
         out = []
-        for (name, gi, pos), p, g in zip(self._entries(), self.parameters, gradients):
+        for (name, gi, _), p, g in zip(self._entries(), self.parameters, gradients):
             wd = self.param_groups[gi]["weight_decay"]
             decayed, _ = self._profile(name, p)
             out.append(g + wd * p if decayed and wd else g)

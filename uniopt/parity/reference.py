@@ -18,9 +18,14 @@ def sgd(
     weight_decay=0.0,
     nesterov=False,
     maximize=False,
+    lr_in_momentum=False,
 ):
     g = -g if maximize else g
     g = g + weight_decay * p
+    if momentum != 0 and lr_in_momentum:  # Keras: the buffer holds -lr * g
+        b = state.get("b", np.zeros_like(p))
+        state["b"] = momentum * b - lr * (1 - dampening if t > 1 else 1) * g
+        return p + (momentum * state["b"] - lr * g if nesterov else state["b"])
     if momentum != 0:
         if t == 1:
             state["b"] = g.copy()
@@ -59,31 +64,27 @@ def adam(
     amsgrad=False,
     do_bias_correction=True,
     maximize=False,
+    eps_hat=False,
+    decoupled_weight_decay=False,
 ):
     g = -g if maximize else g
-    g = g + weight_decay * p
-    return p - _adam(p, g, state, t, lr, betas, eps, amsgrad, do_bias_correction)
+    decay = 0.0
+    if decoupled_weight_decay:
+        decay = lr * weight_decay * p
+    else:
+        g = g + weight_decay * p
+    return p - decay - _adam(p, g, state, t, lr, betas, eps, amsgrad, do_bias_correction, eps_hat)
 
 
-def adamw(
-    p,
-    g,
-    state,
-    t,
-    *,
-    lr,
-    betas=(0.9, 0.999),
-    eps=1e-8,
-    weight_decay=1e-2,
-    amsgrad=False,
-    do_bias_correction=True,
-    maximize=False,
-):
-    g = -g if maximize else g
-    return (
-        p
-        - lr * weight_decay * p
-        - _adam(p, g, state, t, lr, betas, eps, amsgrad, do_bias_correction)
+def adamw(p, g, state, t, *, weight_decay=1e-2, decoupled_weight_decay=True, **options):
+    return adam(
+        p,
+        g,
+        state,
+        t,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        **options,
     )
 
 
