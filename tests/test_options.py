@@ -233,3 +233,25 @@ def test_option_errors():
         uniopt.AdamW(x, lr_ratio=0.5)
     with pytest.raises(TypeError, match="optimizer options are for the stateful face"):
         uniopt.adamw(grad_clip=uniopt.ClipGradByNorm(1.0))
+
+
+def test_lazy_mode_updates_only_rows_with_gradients(backend):
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((6, 4))
+    grads = []
+    for t in range(6):
+        g = rng.standard_normal((6, 4))
+        g[[t % 6, (t + 3) % 6]] = 0.0  # two rows without gradient each step
+        grads.append(g)
+    opt = uniopt.AdamW(
+        {"emb": to_backend(backend, table)}, lr=0.1, weight_decay=0.1, lazy_mode=True
+    )
+    expected, state = table.copy(), [{} for _ in range(6)]
+    for t, g in enumerate(grads, start=1):
+        opt.step({"emb": to_backend(backend, g)})
+        for r in range(6):  # the oracle: each row an AdamW that skips its zero-gradient steps
+            if np.any(g[r] != 0):  # bias correction uses the tensor's step, like Paddle's kernel
+                expected[r] = reference.adamw(
+                    expected[r], g[r], state[r], t, lr=0.1, weight_decay=0.1
+                )
+    close([to_numpy(opt.params["emb"])], [expected])

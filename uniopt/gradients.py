@@ -129,3 +129,40 @@ class Preprocessed(Rule):
         if self.centralized:
             g = centralize(xp, g, block)
         return self.inner.update(xp, p, g, state, s, block)
+
+
+def active_rows(xp: Any, g: Any, block: Block) -> Any:
+    """Per element: does its row (first-axis slice of its tensor) have a non-zero
+    gradient? (The block holds whole tensors.)"""
+    parts = []
+    for piece, part in zip(block.pieces, block.split(g)):
+        rows = piece.shape[0] if piece.shape else 1
+        grid = xp.reshape(part != 0, (rows, -1))
+        hit = xp.any(grid, axis=1, keepdims=True)
+        parts.append(xp.reshape(xp.broadcast_to(hit, grid.shape), (-1,)))
+    return parts[0] if len(parts) == 1 else xp.concat(parts)
+
+
+@dataclass(frozen=True)
+class Lazy(Rule):
+    """``inner`` where only rows with a non-zero gradient change (Paddle's ``lazy_mode``):
+    the other rows keep their parameters and optimizer state exactly."""
+
+    inner: Rule
+    hyperparameters = {}
+    needs_tensor_reductions = True
+
+    def reads_params(self, hp: Mapping[str, Any]) -> bool:
+        return self.inner.reads_params(hp)
+
+    def slots(self) -> dict[str, float]:
+        return self.inner.slots()
+
+    def scalars(self, hp: Mapping[str, Any], step: Any) -> dict[str, Any]:
+        return self.inner.scalars(hp, step)
+
+    def update(self, xp, p, g, state, s: Scalars, block):
+        rows = active_rows(xp, g, block)
+        delta, new_state = self.inner.update(xp, p, g, state, s, block)
+        kept = {k: xp.where(rows, v, state[k]) for k, v in new_state.items()}
+        return xp.where(rows, delta, xp.zeros_like(delta)), kept

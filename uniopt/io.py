@@ -874,6 +874,12 @@ def _restore(path: Any, obj: Any, info: dict[str, Any], into: Any, strict: bool)
             )
         targets = [(k, into[k], obj[k], _part(info, [k])) for k in into]
     else:
+        if info.get("kind") == "checkpoint" and isinstance(obj, Mapping):
+            raise StateFileError(
+                path,
+                f"the file holds a checkpoint with entries {sorted(map(str, obj))}: pass "
+                "into={key: object, ...}",
+            )
         targets = [(None, into, obj, _part(info, []))]
     plans = []
     problems = []

@@ -32,6 +32,7 @@ from uniopt.gradients import (
     ClipGradByGlobalNorm,
     ClipGradByNorm,
     ClipGradByValue,
+    Lazy,
     Preprocessed,
 )
 from uniopt.rule import Rule
@@ -59,7 +60,11 @@ class Optimizer(CustomOptimizerHelpers):
     * ``lr_ratio``: ``f(param) -> float``, a per-parameter multiplier of the learning
       rate (Paddle; on every backend and device here);
     * ``decay_skips_beta_gamma``: without param groups, do not decay parameters whose
-      names contain "beta" or "gamma" (MindSpore's rule; default with its flavor).
+      names contain "beta" or "gamma" (MindSpore's rule; default with its flavor);
+    * ``lazy_mode``: only rows (first-axis slices) whose gradient is not all zero update
+      their parameters and state (Paddle's Adam/AdamW option, here for every optimizer);
+    * ``multi_precision``: float16/bfloat16 parameters keep a float32 master copy and
+      float32 state; the low-precision parameters are the rounded master.
 
     Param groups take the group keys of the references: the hyperparameters,
     ``grad_centralization`` (MindSpore), ``clip_grad_max_norm`` and
@@ -80,6 +85,7 @@ class Optimizer(CustomOptimizerHelpers):
         apply_decay_param_fun: Callable[[str], bool] | None = None,
         lr_ratio: Callable[[Any], float] | None = None,
         decay_skips_beta_gamma: bool | None = None,
+        lazy_mode: bool = False,
         **defaults: Any,
     ):
         owner = type(self).__name__
@@ -99,6 +105,7 @@ class Optimizer(CustomOptimizerHelpers):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{owner}: {name} must be callable, got {type(fn).__name__}")
         self.grad_clip = grad_clip
+        self.lazy_mode = validation.flag(owner, "lazy_mode", lazy_mode)
         self.loss_scale = loss_scales.checked(owner, loss_scale)
         self.apply_decay_param_fun = apply_decay_param_fun
         self.lr_ratio = lr_ratio
@@ -288,6 +295,8 @@ class Optimizer(CustomOptimizerHelpers):
         clip = self.grad_clip
         norm_clip = clip.clip_norm if isinstance(clip, ClipGradByNorm) else None
         value_clip = clip.bounds if isinstance(clip, ClipGradByValue) else None
+        if self.lazy_mode:
+            rule = Lazy(rule)
         if not (scaled or norm_clip or value_clip or group["grad_centralization"]):
             return rule
         return Preprocessed(rule, scaled, norm_clip, value_clip, group["grad_centralization"])

@@ -37,7 +37,7 @@ def sgd(
 
 def _adam(p, g, state, t, lr, betas, eps, amsgrad, do_bias_correction, eps_hat=False):
     b1, b2 = betas
-    if t == 1:
+    if "m" not in state:
         state.update(m=np.zeros_like(p), v=np.zeros_like(p), vmax=np.zeros_like(p))
     state["m"] = b1 * state["m"] + (1 - b1) * g
     state["v"] = b2 * state["v"] + (1 - b2) * g * g
