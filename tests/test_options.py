@@ -255,3 +255,54 @@ def test_lazy_mode_updates_only_rows_with_gradients(backend):
                     expected[r], g[r], state[r], t, lr=0.1, weight_decay=0.1
                 )
     close([to_numpy(opt.params["emb"])], [expected])
+
+
+@pytest.mark.parametrize("backend_name", ["torch", "jax"])
+@pytest.mark.parametrize("low", ["float16", "bfloat16"])
+def test_multi_precision_keeps_a_float32_master(backend_name, low):
+    from conftest import require
+
+    require(backend_name)
+    rng = np.random.default_rng(6)
+    init = rng.standard_normal((4, 8))
+    grads = [rng.standard_normal((4, 8)) for _ in range(20)]
+    if backend_name == "torch":
+        import torch
+
+        dtype = getattr(torch, low)
+        p = torch.nn.Parameter(torch.tensor(init, dtype=dtype))
+        params = [p]
+    else:
+        import jax.numpy as jnp
+
+        dtype = getattr(jnp, low)
+        params = [jnp.asarray(init, dtype=dtype)]
+    opt = uniopt.AdamW(params, lr=0.01, weight_decay=0.1, multi_precision=True)
+    master = np.asarray(to_numpy(params[0]), dtype=np.float64)
+    state: dict = {}
+    for t, g in enumerate(grads, start=1):
+        low_g = g.astype(np.float32)
+        if backend_name == "torch":
+            params[0].grad = torch.tensor(low_g).to(dtype)
+            opt.step()
+        else:
+            opt.step([jnp.asarray(low_g).astype(dtype)])
+        g_seen = np.asarray(  # the gradient as the low-precision parameter's dtype holds it
+            to_numpy(torch.tensor(low_g).to(dtype))
+            if backend_name == "torch"
+            else to_numpy(jnp.asarray(low_g).astype(dtype)),
+            dtype=np.float64,
+        )
+        master = reference.adamw(master, g_seen, state, t, lr=0.01, weight_decay=0.1)
+    (segment,) = opt._segments[0]
+    got_master = to_numpy(segment.state["master"]).reshape(4, 8)
+    assert segment.state["exp_avg"].dtype == segment.state["master"].dtype  # float32 state
+    np.testing.assert_allclose(got_master, master, rtol=1e-5, atol=1e-6)
+    # the low-precision parameter is exactly the rounded master
+    current = opt.params[0]
+    rounded = (
+        torch.tensor(got_master.astype(np.float32)).to(dtype)
+        if backend_name == "torch"
+        else jnp.asarray(got_master.astype(np.float32)).astype(dtype)
+    )
+    assert np.array_equal(to_numpy(current), to_numpy(rounded))

@@ -86,6 +86,7 @@ class Optimizer(CustomOptimizerHelpers):
         lr_ratio: Callable[[Any], float] | None = None,
         decay_skips_beta_gamma: bool | None = None,
         lazy_mode: bool = False,
+        multi_precision: bool = False,
         **defaults: Any,
     ):
         owner = type(self).__name__
@@ -106,6 +107,7 @@ class Optimizer(CustomOptimizerHelpers):
                 raise TypeError(f"{owner}: {name} must be callable, got {type(fn).__name__}")
         self.grad_clip = grad_clip
         self.lazy_mode = validation.flag(owner, "lazy_mode", lazy_mode)
+        self.multi_precision = validation.flag(owner, "multi_precision", multi_precision)
         self.loss_scale = loss_scales.checked(owner, loss_scale)
         self.apply_decay_param_fun = apply_decay_param_fun
         self.lr_ratio = lr_ratio
@@ -227,6 +229,7 @@ class Optimizer(CustomOptimizerHelpers):
                 [leaves[i] for i in positions],
                 adapters[key],
                 positions,
+                master=self.multi_precision and key[2] in ("float16", "bfloat16"),
             )
             segment.profiles = [self._profile(names[i], leaves[i]) for i in positions]
             segments.append(segment)

@@ -30,6 +30,7 @@ class Segment:
         params: Sequence[Any],
         adapter: Adapter,
         positions: Sequence[int] | None = None,
+        master: bool = False,
     ):
         self.adapter = adapter
         self.params = list(params)
@@ -40,6 +41,10 @@ class Segment:
         self.xp = adapter.namespace(data[0])
         self.dtype = data[0].dtype
         self.device = array_api_compat.device(data[0])
+        #: float16/bfloat16 parameters updated through a float32 master copy (state slot
+        #: "master") with float32 optimizer state (multi_precision)
+        self.master = master
+        self.state_dtype = self.xp.float32 if master else self.dtype
         self.steps = [0] * len(self.params)
         #: per tensor, what makes its scalars differ from its group's (e.g. decay on/off,
         #: an lr ratio): tensors only share a run when their profiles are equal
@@ -56,8 +61,17 @@ class Segment:
         for slot, initial in slots.items():
             if slot not in self.state:
                 self.state[slot] = self.xp.full(
-                    (self.layout.size,), initial, dtype=self.dtype, device=self.device
+                    (self.layout.size,), initial, dtype=self.state_dtype, device=self.device
                 )
+        if self.master and "master" not in self.state:
+            self.state["master"] = self.xp.astype(self.flat_params(), self.state_dtype)
+
+    def flat_params(self) -> Any:
+        """A flat copy of the segment's parameters (the master copy when there is one)."""
+        if "master" in self.state:
+            return self.xp.asarray(self.state["master"], copy=True)
+        xp = self.xp
+        return xp.concat([xp.reshape(self.adapter.data(p), (-1,)) for p in self.params])
 
     def runs(self, grads: Sequence[Any]) -> list[tuple[int, int]]:
         """Maximal ``[first, last)`` stretches of tensors with a gradient, equal steps and
@@ -117,12 +131,20 @@ class Segment:
         for block in self.layout.blocks(
             first, last, adapter.chunk_elements, rule.needs_tensor_reductions
         ):
-            p, g = block.gather(xp, params), block.gather(xp, flat_grads)
             own = {k: v[block.start : block.stop] for k, v in state.items()}
+            master = own.pop("master", None)
+            g = block.gather(xp, flat_grads)
+            if master is None:
+                p = block.gather(xp, params)
+            else:
+                p, g = master, xp.astype(g, master.dtype)
             delta, new_state = rule_on_block(xp, rule, block, p, g, own, scalars)
             new_p = p + delta
             for k, v in new_state.items():
                 adapter.write(own[k], v)
+            if master is not None:
+                adapter.write(master, new_p)
+                new_p = xp.astype(new_p, self.dtype)
             for piece, part in zip(block.pieces, block.split(new_p)):
                 adapter.write(params[piece.index][piece.lo : piece.hi], part)
 
@@ -148,9 +170,23 @@ class Segment:
         xp, layout = self.xp, self.layout
 
         def step(params, grads, state, scalars):
+            if "master" not in state:
+                deltas, new_state = update_tensors(
+                    xp, rule, layout, first, last, params, grads, state, scalars
+                )
+                return [p + d for p, d in zip(params, deltas)], new_state
+            spans = layout.spans[first:last]
+            master = [xp.reshape(state["master"][s.offset : s.stop], s.shape) for s in spans]
+            grads = [xp.astype(g, state["master"].dtype) for g in grads]
+            own = {k: v for k, v in state.items() if k != "master"}
             deltas, new_state = update_tensors(
-                xp, rule, layout, first, last, params, grads, state, scalars
+                xp, rule, layout, first, last, master, grads, own, scalars
             )
-            return [p + d for p, d in zip(params, deltas)], new_state
+            new_master = [m + d for m, d in zip(master, deltas)]
+            flat = [xp.reshape(m, (-1,)) for m in new_master]
+            start, stop = spans[0].offset, spans[-1].stop
+            whole = state["master"]
+            new_state["master"] = xp.concat([whole[:start], *flat, whole[stop:]])
+            return [xp.astype(m, p.dtype) for m, p in zip(new_master, params)], new_state
 
         return self.adapter.compile(step, donate_argnums=(2,)) or step

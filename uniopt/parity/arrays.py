@@ -62,7 +62,7 @@ def _cupy(a: np.ndarray, dtype: str) -> Any:
 
 def _to_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
-        return x.detach().cpu().numpy().astype(np.float64)
+        return x.detach().cpu().double().numpy()
     if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
         return x.get().astype(np.float64)
     try:
