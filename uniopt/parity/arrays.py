@@ -62,7 +62,7 @@ def _cupy(a: np.ndarray, dtype: str) -> Any:
 
 def _to_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
-        return x.detach().cpu().double().numpy()
+        return x.detach().cpu().double().numpy().copy()
     if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
         return x.get().astype(np.float64)
     try:
