@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from uniopt.engine.layout import Block
 from uniopt.rule import Scalars
 
@@ -34,11 +36,34 @@ def ema(average: Any, x: Any, beta: Any) -> Any:
     return beta * average + (1.0 - beta) * x
 
 
-def bias_corrections(beta1: float, beta2: float, step: Any, enabled: bool) -> tuple[Any, Any]:
+def beta_power(beta: float, step: Any, mode: str | None) -> Any:
+    """``beta^t``: exactly (``None``), or as the running product some frameworks keep in
+    state instead of a step count: in float64 (``"running"``, Paddle) or rounded to
+    float32 after every multiplication (``"float32"``, MindSpore). Running products need
+    a host step (Python int); traced steps use the power."""
+    if mode is None or not isinstance(step, int):
+        return beta**step
+    return _running_powers(beta, mode, step)
+
+
+_POWERS: dict[tuple[float, str], list[float]] = {}
+
+
+def _running_powers(beta: float, mode: str, step: int) -> float:
+    powers = _POWERS.setdefault((beta, mode), [1.0])
+    while len(powers) <= step:
+        value = powers[-1] * beta
+        powers.append(float(np.float32(value)) if mode == "float32" else value)
+    return powers[step]
+
+
+def bias_corrections(
+    beta1: float, beta2: float, step: Any, enabled: bool, powers: str | None = None
+) -> tuple[Any, Any]:
     """``(1 - beta1^t, sqrt(1 - beta2^t))``, or ``(1, 1)`` without bias correction."""
     if not enabled:
         return 1.0, 1.0
-    return 1.0 - beta1**step, (1.0 - beta2**step) ** 0.5
+    return 1.0 - beta_power(beta1, step, powers), (1.0 - beta_power(beta2, step, powers)) ** 0.5
 
 
 def adam_moments(
@@ -69,10 +94,12 @@ def adam_step(xp: Any, m: Any, v: Any, s: Scalars, eps_hat: bool = False) -> Any
     return s.step_size * m / (xp.sqrt(v) / s.bc2_sqrt + s.eps)
 
 
-def adam_scalars(hp: Mapping[str, Any], step: Any, bias_correction: bool) -> dict[str, Any]:
+def adam_scalars(
+    hp: Mapping[str, Any], step: Any, bias_correction: bool, powers: str | None = None
+) -> dict[str, Any]:
     """Per-step scalars of the Adam family."""
     beta1, beta2 = hp["betas"]
-    bc1, bc2_sqrt = bias_corrections(beta1, beta2, step, bias_correction)
+    bc1, bc2_sqrt = bias_corrections(beta1, beta2, step, bias_correction, powers)
     return {
         "lr": hp["lr"],
         "beta1": beta1,
@@ -96,3 +123,11 @@ def safe_ratio(xp: Any, numerator: Any, denominator: Any) -> Any:
     ones = xp.ones_like(numerator)
     both = (numerator > 0) & (denominator > 0)
     return xp.where(both, numerator / xp.where(denominator > 0, denominator, ones), ones)
+
+
+def gate(xp: Any, condition: Any, per_tensor: Any) -> Any:
+    """``per_tensor`` where ``condition`` holds, else ones (``condition`` a Python bool or
+    a traced 0-d boolean array)."""
+    if isinstance(condition, bool):
+        return per_tensor if condition else xp.ones_like(per_tensor)
+    return xp.where(condition, per_tensor, xp.ones_like(per_tensor))

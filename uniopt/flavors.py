@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 FLAVORS = ("torch", "optax", "keras", "paddle", "mindspore", "oneflow")
 
 
@@ -35,7 +37,14 @@ def resolve(
     hp: Mapping[str, Any],
     flavor: str | None,
 ) -> dict[str, Any]:
-    """``hp`` with every :class:`Default` replaced by the flavor's preset or its value."""
+    """``hp`` with every :class:`Default` replaced by the flavor's preset or its value.
+
+    A preset's ``"float32"`` entry names hyperparameters that framework stores as
+    float32 (Paddle keeps e.g. its momentum and weight decay as float32 attributes even
+    for float64 parameters), or is a function of the hyperparameters giving those
+    names: their values are rounded to the nearest float32, explicit ones included, so
+    float64 runs match to the last bits.
+    """
     preset: Mapping[str, Any] = {}
     if flavor is not None:
         if flavor not in FLAVORS:
@@ -43,7 +52,20 @@ def resolve(
         if flavor not in presets:
             raise ValueError(f"{owner}: {flavor} has no {name}; flavors for it: {sorted(presets)}")
         preset = presets[flavor]
-    return {k: preset.get(k, v.value) if isinstance(v, Default) else v for k, v in hp.items()}
+    out = {k: preset.get(k, v.value) if isinstance(v, Default) else v for k, v in hp.items()}
+    rounded = preset.get("float32", ())
+    for name in rounded(out) if callable(rounded) else rounded:
+        out[name] = _float32(out[name])
+    return out
+
+
+def _float32(value: Any) -> Any:
+    """Numbers (and tuples of numbers) rounded to float32; anything else unchanged."""
+    if isinstance(value, tuple):
+        return tuple(_float32(v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(np.float32(value))
+    return value
 
 
 def arguments(local_variables: Mapping[str, Any]) -> dict[str, Any]:

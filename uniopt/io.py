@@ -51,6 +51,21 @@ from typing import IO, Any
 
 import numpy as np
 
+__all__ = [
+    "FILE_FORMAT",
+    "FILE_VERSION",
+    "LoadReport",
+    "StateFileError",
+    "StateMismatchError",
+    "load",
+    "load_state",
+    "read_header",
+    "read_info",
+    "read_safetensors",
+    "save",
+    "write_safetensors",
+]
+
 FILE_FORMAT = "uniopt.state-file"
 FILE_VERSION = 1
 OPTIMIZER_FORMAT = "uniopt.optimizer"  # the "format" of an optimizer state_dict
@@ -1012,10 +1027,11 @@ def _match(opt: Any, sd: Any, strict: bool) -> _Plan:
             else:
                 report.skipped[name] = "the optimizer has no such parameter"
             continue
-        i, shape, dtype = params[name]
+        i, shape, dtype, master = params[name]
         if i not in slots_of or not same_algorithm:
             continue  # already refused: slot checks would only add noise
-        wrong = _entry_problems(entry, slots_of[i], shape, dtype)
+        slots = {**slots_of[i], "master": 0.0} if master else slots_of[i]
+        wrong = _entry_problems(entry, slots, shape, dtype)
         if wrong:
             mismatches += [f"{name!r}: {w}" for w in wrong]
             report.skipped[name] = "; ".join(wrong)
@@ -1028,15 +1044,21 @@ def _match(opt: Any, sd: Any, strict: bool) -> _Plan:
     return _Plan({**sd, "param_groups": groups, "state": state}, problems, report)
 
 
-def _targets(opt: Any) -> dict[str, tuple[int, tuple[int, ...], str]]:
+def _targets(opt: Any) -> dict[str, tuple[int, tuple[int, ...], str, bool]]:
+    """``name -> (group index, shape, state dtype, master)`` of every parameter. With
+    ``multi_precision`` float16/bfloat16 parameters keep float32 state and a float32
+    ``master`` copy (as the engine's segments do)."""
     from uniopt._adapter import adapter_for
 
+    multi_precision = bool(getattr(opt, "multi_precision", False))
     out = {}
     for i, group in enumerate(opt.param_groups):
         for name, p in zip(group["param_names"], group["params"]):
             adapter = adapter_for(p)
             data = adapter.data(p)
-            out[name] = (i, tuple(data.shape), adapter.dtype_name(data))
+            dtype = adapter.dtype_name(data)
+            master = multi_precision and dtype in ("float16", "bfloat16")
+            out[name] = (i, tuple(data.shape), "float32" if master else dtype, master)
     return out
 
 
@@ -1045,7 +1067,7 @@ def _entry_problems(
 ) -> list[str]:
     """What keeps a saved per-parameter entry from fitting (the rules of
     :func:`uniopt.state.load_state_dict`: every slot an array of the parameter's shape
-    and dtype, a positive integer step, nothing else)."""
+    and the state dtype, a positive integer step, nothing else)."""
     if not isinstance(entry, Mapping):
         return [f"state entry is a {type(entry).__name__}, not a dict"]
     out = []

@@ -116,13 +116,13 @@ class Optimizer(CustomOptimizerHelpers):
         self.decay_skips_beta_gamma = validation.flag(
             owner, "decay_skips_beta_gamma", decay_skips_beta_gamma
         )
-        self._grouped = params_forms.is_group_list(params)
         self.last_step_skipped = False
         self.order_params: list[str] | None = None
         orders = []
         if isinstance(params, (list, tuple)):
             orders = [g for g in params if isinstance(g, Mapping) and "order_params" in g]
             params = [g for g in params if not (isinstance(g, Mapping) and "order_params" in g)]
+        self._grouped = params_forms.is_group_list(params)
         self.param_groups: list[dict[str, Any]] = []
         self._segments: list[list[Segment]] = []
         self._ids: set[int] = set()
@@ -192,7 +192,7 @@ class Optimizer(CustomOptimizerHelpers):
             seen_ids.add(id(p))
             taken.add(name)
         hp = {k: param_group.get(k, v) for k, v in self.defaults.items()}
-        group = {**param_group, **self._validated(hp, self._owner)}
+        group = {**param_group, **self._validated(hp, self._owner, self.flavor)}
         group["params"], group["param_names"] = list(leaves), names
         group["grad_centralization"] = validation.flag(
             self._owner, "grad_centralization", group.get("grad_centralization", False)

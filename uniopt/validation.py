@@ -60,3 +60,14 @@ def flag(owner: str, name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__}")
     return value
+
+
+def choice(*options: Any):
+    """A validator accepting exactly one of ``options``."""
+
+    def check(owner: str, name: str, value: Any) -> Any:
+        if value not in options:
+            fail(owner, name, value, f"it must be one of {options}")
+        return value
+
+    return check

@@ -48,7 +48,7 @@ class AdagradRule(Rule):
     flavors = {
         "torch": {},
         "oneflow": {"lr": 1e-3, "eps_inside_sqrt": True},
-        "paddle": {"lr": 1e-3, "eps": 1e-6},
+        "paddle": {"lr": 1e-3, "eps": 1e-6, "float32": ("eps",)},
         "optax": {"initial_accumulator_value": 0.1, "eps": 1e-7, "eps_inside_sqrt": True},
         "keras": {
             "lr": 1e-3,

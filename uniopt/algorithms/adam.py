@@ -48,6 +48,7 @@ class AdamRule(Rule):
     amsgrad: bool = False
     do_bias_correction: bool = True
     maximize: bool = False
+    beta_powers: str | None = None
     eps_hat: bool = False
     decoupled_weight_decay: bool = False
 
@@ -65,10 +66,14 @@ class AdamRule(Rule):
     flavors = {
         "torch": {},
         "optax": {},
-        "paddle": {},
+        "paddle": {"beta_powers": "running"},
         "oneflow": {},
         "keras": {"eps": 1e-7, "eps_hat": True, "decoupled_weight_decay": True},
-        "mindspore": {"eps_hat": True},
+        "mindspore": {
+            "eps_hat": True,
+            "beta_powers": "float32",
+            "float32": ("lr", "betas", "eps", "weight_decay"),
+        },
     }
 
     def slots(self) -> dict[str, float]:
@@ -76,7 +81,7 @@ class AdamRule(Rule):
         return {**moments, "max_exp_avg_sq": 0.0} if self.amsgrad else moments
 
     def scalars(self, hp: Mapping[str, Any], step: Any) -> dict[str, Any]:
-        return adam_scalars(hp, step, self.do_bias_correction)
+        return adam_scalars(hp, step, self.do_bias_correction, self.beta_powers)
 
     def update(self, xp, p, g, state, s: Scalars, block):
         g = signed(g, self.maximize)
@@ -103,6 +108,8 @@ class Adam(Optimizer):
         maximize: maximize the objective instead of minimizing.
         eps_hat: add :math:`\epsilon` before the bias correction (Keras, MindSpore).
         decoupled_weight_decay: decay the weights directly (AdamW) instead of L2.
+        beta_powers: how :math:`\beta^t` is formed: exactly (None), or as the running
+            product Paddle ("running") or MindSpore ("float32") keep in state.
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
         **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
             ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
@@ -121,6 +128,7 @@ class Adam(Optimizer):
         amsgrad: bool = False,
         do_bias_correction: bool = Default(True),
         maximize: bool = False,
+        beta_powers: str | None = Default(None),
         eps_hat: bool = Default(False),
         decoupled_weight_decay: bool = Default(False),
         *,

@@ -34,10 +34,15 @@ class AdamWRule(AdamRule):
     flavors = {
         "torch": {"weight_decay": 1e-2},
         "optax": {"weight_decay": 1e-4},
-        "paddle": {"weight_decay": 1e-2},
+        "paddle": {"weight_decay": 1e-2, "beta_powers": "running", "float32": ("weight_decay",)},
         "oneflow": {"weight_decay": 0.0},
         "keras": {"weight_decay": 4e-3, "eps": 1e-7, "eps_hat": True},
-        "mindspore": {"weight_decay": 0.0, "eps": 1e-6, "do_bias_correction": False},
+        "mindspore": {
+            "weight_decay": 0.0,
+            "eps": 1e-6,
+            "do_bias_correction": False,
+            "float32": ("lr", "betas", "eps", "weight_decay"),
+        },
     }
 
 
@@ -61,6 +66,7 @@ class AdamW(Adam):
         amsgrad: bool = False,
         do_bias_correction: bool = Default(True),
         maximize: bool = False,
+        beta_powers: str | None = Default(None),
         eps_hat: bool = Default(False),
         decoupled_weight_decay: bool = True,
         *,

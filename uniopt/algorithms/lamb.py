@@ -32,6 +32,7 @@ from uniopt.blocks import (
     adam_moments,
     adam_scalars,
     decoupled_decay,
+    gate,
     l2_penalty,
     safe_ratio,
     signed,
@@ -48,7 +49,9 @@ class LAMBRule(Rule):
     adam_w_mode: bool = True
     do_bias_correction: bool = True
     decay_in_trust_ratio: bool = True
+    always_adapt: bool = True
     maximize: bool = False
+    beta_powers: str | None = None
 
     needs_tensor_reductions = True
     hyperparameters = {
@@ -60,12 +63,20 @@ class LAMBRule(Rule):
         "do_bias_correction": v.flag,
         "amsgrad": v.flag,
         "decay_in_trust_ratio": v.flag,
+        "always_adapt": v.flag,
         "maximize": v.flag,
+        "beta_powers": v.choice(None, "running", "float32"),
     }
     flavors = {
         "oneflow": {},
         "optax": {"eps": 1e-6},
-        "paddle": {"eps": 1e-6, "weight_decay": 0.01},
+        "paddle": {
+            "eps": 1e-6,
+            "weight_decay": 0.01,
+            "always_adapt": False,
+            "beta_powers": "running",
+            "float32": ("betas", "eps", "weight_decay"),
+        },
         "mindspore": {"eps": 1e-6},
         "keras": {"eps": 1e-7, "decay_in_trust_ratio": False},
     }
@@ -81,7 +92,9 @@ class LAMBRule(Rule):
             group["adam_w_mode"],
             group["do_bias_correction"],
             group["decay_in_trust_ratio"],
+            group["always_adapt"],
             group["maximize"],
+            group["beta_powers"],
         )
 
     def reads_params(self, hp: Mapping[str, Any]) -> bool:
@@ -91,7 +104,7 @@ class LAMBRule(Rule):
         return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
 
     def scalars(self, hp: Mapping[str, Any], step: Any) -> dict[str, Any]:
-        return adam_scalars(hp, step, self.do_bias_correction)
+        return adam_scalars(hp, step, self.do_bias_correction, self.beta_powers)
 
     def update(self, xp, p, g, state, s: Scalars, block):
         g = signed(g, self.maximize)
@@ -103,6 +116,8 @@ class LAMBRule(Rule):
         if decayed:
             u = l2_penalty(u, p, s.weight_decay)
         ratio = safe_ratio(xp, tensor_norms(xp, p, block), tensor_norms(xp, u, block))
+        if not self.always_adapt:  # Paddle: no trust ratio for parameters without decay
+            ratio = gate(xp, s.weight_decay > 0, ratio)
         delta = -s.lr * block.expand(xp, ratio) * u
         if self.adam_w_mode and not decayed:
             delta = delta + decoupled_decay(p, s.lr, s.weight_decay)
@@ -123,7 +138,11 @@ class LAMB(Optimizer):
         amsgrad: not supported: True raises ValueError, as OneFlow documents.
         decay_in_trust_ratio: with adam_w_mode, include the decay in the trust-ratio
             direction (optax, Paddle, OneFlow) or apply it beside (Keras).
+        always_adapt: apply the trust ratio also to parameters without weight decay
+            (Paddle's option; its default False uses ratio 1 for them).
         maximize: maximize the objective instead of minimizing.
+        beta_powers: how :math:`\beta^t` is formed: exactly (None), or as the running
+            product Paddle ("running") or MindSpore ("float32") keep in state.
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
         **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
             ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
@@ -143,7 +162,9 @@ class LAMB(Optimizer):
         do_bias_correction: bool = True,
         amsgrad: bool = False,
         decay_in_trust_ratio: bool = Default(True),
+        always_adapt: bool = Default(True),
         maximize: bool = False,
+        beta_powers: str | None = Default(None),
         *,
         flavor: str | None = None,
         **options: Any,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from uniopt import validation as v
-from uniopt.blocks import l2_penalty, signed, tensor_norms
+from uniopt.blocks import gate, l2_penalty, signed, tensor_norms
 from uniopt.flavors import Default, arguments
 from uniopt.optimizer import Optimizer
 from uniopt.rule import Rule, Scalars
@@ -35,6 +35,7 @@ from uniopt.transform import functional
 @dataclass(frozen=True)
 class LarsRule(Rule):
     decayed_grad_norm: bool = False
+    trust_requires_decay: bool = False
     maximize: bool = False
 
     needs_tensor_reductions = True
@@ -46,10 +47,14 @@ class LarsRule(Rule):
         "lars_weight_decay": v.non_negative,
         "epsilon": v.non_negative,
         "decayed_grad_norm": v.flag,
+        "trust_requires_decay": v.flag,
         "maximize": v.flag,
     }
     flavors = {
-        "paddle": {},
+        "paddle": {
+            "trust_requires_decay": True,
+            "float32": ("momentum", "lars_coeff", "lars_weight_decay", "epsilon"),
+        },
         "optax": {"momentum": 0.9, "lars_weight_decay": 0.0, "decayed_grad_norm": True},
     }
 
@@ -74,6 +79,8 @@ class LarsRule(Rule):
         ones = xp.ones_like(p_norm)
         usable = (p_norm > 0) & (g_norm > 0)
         trust = xp.where(usable, s.lars_coeff * p_norm / xp.where(usable, denominator, ones), ones)
+        if self.trust_requires_decay:  # Paddle's kernel: no decay, no layer-wise rate
+            trust = gate(xp, s.lars_weight_decay > 0, trust)
         velocity = s.momentum * state["velocity"] + s.lr * block.expand(xp, trust) * decayed
         return -velocity, {"velocity": velocity}
 
@@ -90,6 +97,8 @@ class LarsMomentum(Optimizer):
         epsilon: :math:`\epsilon` added to the local rate's denominator.
         decayed_grad_norm: use :math:`\lVert g + \lambda\theta\rVert` in the denominator
             (optax) instead of :math:`\lVert g\rVert + \lambda\lVert\theta\rVert` (Paddle).
+        trust_requires_decay: use the plain rate for parameters whose decay is 0
+            (Paddle's kernel).
         maximize: maximize the objective instead of minimizing.
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
         **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
@@ -108,6 +117,7 @@ class LarsMomentum(Optimizer):
         lars_weight_decay: float = Default(0.0005),
         epsilon: float = 0.0,
         decayed_grad_norm: bool = Default(False),
+        trust_requires_decay: bool = Default(False),
         maximize: bool = False,
         *,
         flavor: str | None = None,

@@ -40,6 +40,7 @@ from uniopt.transform import functional
 class RMSpropRule(Rule):
     centered: bool = False
     momentum_buffer: bool = False
+    initial_square_avg: float = 0.0
     eps_inside_sqrt: bool = False
     lr_in_momentum: bool = False
     maximize: bool = False
@@ -54,6 +55,7 @@ class RMSpropRule(Rule):
         "eps_inside_sqrt": v.flag,
         "lr_in_momentum": v.flag,
         "maximize": v.flag,
+        "initial_square_avg": v.non_negative,
     }
     flavors = {
         "torch": {},
@@ -72,8 +74,10 @@ class RMSpropRule(Rule):
             "eps": 1e-6,
             "eps_inside_sqrt": True,
             "lr_in_momentum": True,
+            "float32": ("alpha", "eps", "momentum"),
         },
         "mindspore": {
+            "initial_square_avg": 1.0,
             "lr": 1e-3,
             "alpha": 0.9,
             "eps": 1e-10,
@@ -87,13 +91,14 @@ class RMSpropRule(Rule):
         return cls(
             group["centered"],
             group["momentum"] != 0,
+            group["initial_square_avg"],
             group["eps_inside_sqrt"],
             group["lr_in_momentum"],
             group["maximize"],
         )
 
     def slots(self) -> dict[str, float]:
-        slots = {"square_avg": 0.0}
+        slots = {"square_avg": self.initial_square_avg}
         if self.centered:
             slots["grad_avg"] = 0.0
         if self.momentum_buffer:
@@ -137,6 +142,7 @@ class RMSprop(Optimizer):
         eps_inside_sqrt: :math:`\sqrt{r + \epsilon}` instead of :math:`\sqrt{r} + \epsilon`.
         lr_in_momentum: keep the learning rate inside the momentum buffer.
         maximize: maximize the objective instead of minimizing.
+        initial_square_avg: starting value of the squared-gradient average (MindSpore: 1).
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
         **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
             ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
@@ -157,6 +163,7 @@ class RMSprop(Optimizer):
         eps_inside_sqrt: bool = Default(False),
         lr_in_momentum: bool = Default(False),
         maximize: bool = False,
+        initial_square_avg: float = Default(0.0),
         *,
         flavor: str | None = None,
         **options: Any,

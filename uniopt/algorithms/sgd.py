@@ -52,7 +52,8 @@ class SGDRule(Rule):
     flavors = {
         "torch": {},
         "optax": {},
-        "paddle": {},
+        # Paddle's Momentum keeps mu and the decay as float32 attributes; its SGD does not
+        "paddle": {"float32": lambda hp: ("momentum", "weight_decay") if hp["momentum"] else ()},
         "mindspore": {},
         "keras": {"lr": 0.01, "lr_in_momentum": True},
         "oneflow": {"lr_in_momentum": True},
