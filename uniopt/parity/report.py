@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from uniopt.flavors import FLAVORS
 from uniopt.parity import cases as registry
+from uniopt.parity import frameworks
 from uniopt.parity.arrays import BACKENDS
 from uniopt.parity.problem import make_problem
 from uniopt.parity.runner import (
@@ -86,6 +88,68 @@ def render(rows: list[Row], dtype: str, steps: int) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class FlavorRow:
+    flavor: str
+    oracle: str
+    backend: str
+    ratio: float  #: deviation divided by its tolerance
+
+    @property
+    def ok(self) -> bool:
+        return self.ratio <= 1.0
+
+
+def compare_flavors(args: argparse.Namespace) -> tuple[list[FlavorRow], list[str]]:
+    """Rows for the frameworks' own optimizers: recordings and live Keras."""
+    rows, notes = [], []
+    recorded = frameworks.manifest()
+    for flavor in args.flavors:
+        if flavor == "keras":
+            if not frameworks.keras_available():
+                notes.append("keras: Keras 3 with the jax backend is not installed")
+                continue
+            for i, case in enumerate(frameworks.KERAS_CASES):
+                label = f"keras.optimizers.{case[0]} #{i}"
+                rows.append(FlavorRow(flavor, label, "numpy", frameworks.run_keras(i, args.steps)))
+            continue
+        if flavor in ("torch", "optax"):
+            notes.append(f"{flavor}: compared live in the table above (peer column)")
+            continue
+        if not recorded:
+            notes.append(
+                f"{flavor}: recordings not found (they live in a source checkout's tests/recorded)"
+            )
+            continue
+        for stem in sorted(frameworks.RECIPES):
+            if stem.startswith(flavor + "__"):
+                for backend in args.backends:
+                    rows.append(FlavorRow(flavor, stem, backend, frameworks.replay(stem, backend)))
+        skipped = [s for s in frameworks.NOT_REPRODUCED if s.startswith(flavor + "__")]
+        notes += [f"{s}: not reproduced: {frameworks.NOT_REPRODUCED[s]}" for s in skipped]
+    return rows, notes
+
+
+def render_flavors(rows: list[FlavorRow], notes: list[str]) -> str:
+    header = f"{'flavor':<10} {'framework oracle':<58} {'backend':<17} {'dev/tol':>8}  ok"
+    lines = [
+        "",
+        "flavors: each framework's own optimizer (recorded trajectories: Paddle, "
+        "MindSpore; live: Keras) against uniopt's flavor; dev/tol = deviation / tolerance",
+        header,
+        "-" * len(header),
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.flavor:<10} {r.oracle:<58} {r.backend:<17} {r.ratio:>8.3f}  "
+            f"{'yes' if r.ok else 'NO'}"
+        )
+    lines += [f"note: {n}" for n in notes]
+    failed = sum(not r.ok for r in rows)
+    lines.append(f"{len(rows) - failed} passed, {failed} failed")
+    return "\n".join(lines)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "parity",
@@ -109,6 +173,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--faces", nargs="*", default=list(RUNNERS), choices=list(RUNNERS))
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--dtype", choices=list(TOLERANCE), default="float64")
+    p.add_argument(
+        "--flavors",
+        nargs="*",
+        default=list(FLAVORS),
+        metavar="NAME",
+        help=f"flavors to check against their framework (default: all of {FLAVORS}; "
+        "none: --flavors with no name)",
+    )
     p.set_defaults(func=main)
 
 
@@ -128,4 +200,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"uniopt parity: {error}")
         return 2
     print(render(rows, args.dtype, args.steps))
-    return 0 if all(r.ok for r in rows) else 1
+    unknown = sorted(set(args.flavors) - set(FLAVORS))
+    if unknown:
+        print(f"uniopt parity: unknown flavors {unknown}; known: {list(FLAVORS)}")
+        return 2
+    flavor_rows, notes = compare_flavors(args)
+    if flavor_rows or notes:
+        print(render_flavors(flavor_rows, notes))
+    return 0 if all(r.ok for r in rows) and all(r.ok for r in flavor_rows) else 1
