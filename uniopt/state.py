@@ -127,8 +127,15 @@ def _build_segment(
     saved: Mapping[str, Any],
     problems: list[str],
 ) -> tuple[dict[str, Any], list[int]]:
-    """New flat state and step counts for one segment, built on the host then moved."""
-    dtype = segment.adapter.dtype_name(segment.adapter.data(segment.params[0]))
+    """New flat state and step counts for one segment, built on the host then moved.
+
+    With multi_precision the state is float32 and includes the "master" copy; a tensor
+    without saved state starts its master from its current value."""
+    like = segment.xp.zeros((1,), dtype=segment.state_dtype, device=segment.device)
+    dtype = segment.adapter.dtype_name(like)
+    if segment.master:
+        current = segment.adapter.to_numpy(segment.flat_params()).astype(dtype)
+        slots = {**slots, "master": current}
     host = {}
     steps = [0] * len(segment.layout.spans)
     for i, span in enumerate(segment.layout.spans):
@@ -150,12 +157,13 @@ def _build_segment(
                     f"expected {dtype}{list(span.shape)}"
                 )
             else:
-                flat = host.setdefault(slot, np.full(segment.layout.size, initial, value.dtype))
-                flat[span.offset : span.stop] = value.reshape(-1)
+                if slot not in host:
+                    host[slot] = np.empty(segment.layout.size, value.dtype)
+                    host[slot][...] = initial  # a number, or the master's current values
+                host[slot][span.offset : span.stop] = value.reshape(-1)
         extra = sorted(set(entry) - set(slots) - {"step"})
         if extra:
             problems.append(f"'{span.name}': unexpected state {extra}")
-    like = segment.adapter.data(segment.params[0])
     moved = (
         {k: segment.adapter.from_numpy(v, like) for k, v in host.items()} if not problems else {}
     )
