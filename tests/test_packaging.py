@@ -125,3 +125,10 @@ def test_readme_examples_run():
         if "import torch" in code and importlib.util.find_spec("torch") is None:
             continue
         exec(compile(code, "README.md", "exec"), {})
+
+
+def test_flavor_table_in_the_docs_is_current():
+    from uniopt.flavors import table
+
+    with open("docs/flavors.md") as f:
+        assert table() in f.read(), "regenerate docs/flavors.md from uniopt.flavors.table()"

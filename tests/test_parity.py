@@ -1,4 +1,4 @@
-"""Every registry case, 100 steps, on every backend and both faces, against the float64
+"""Every registry case, 200 steps, on every backend and both faces, against the float64
 NumPy oracle and against torch.optim / optax themselves."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from uniopt.parity.problem import make_problem
 from uniopt.parity.report import PEERS
 from uniopt.parity.runner import RUNNERS, TOLERANCE, deviation, run_reference
 
-STEPS = 100
+STEPS = 200
 PROBLEM = make_problem(STEPS)
 BY_ID = {case.id: case for case in CASES}
 DTYPES = list(TOLERANCE)

@@ -73,3 +73,41 @@ def arguments(local_variables: Mapping[str, Any]) -> dict[str, Any]:
     (``**options`` are passed on as keywords)."""
     out = {k: v for k, v in local_variables.items() if k not in ("self", "__class__", "options")}
     return {**out, **local_variables.get("options", {})}
+
+
+def table() -> str:
+    """The flavors x algorithms table (Markdown), from the algorithms' own presets."""
+    import uniopt
+
+    classes = [
+        uniopt.SGD,
+        uniopt.Adam,
+        uniopt.AdamW,
+        uniopt.Adagrad,
+        uniopt.RMSprop,
+        uniopt.LAMB,
+        uniopt.LarsMomentum,
+    ]
+    lines = [
+        "| algorithm | " + " | ".join(FLAVORS) + " |",
+        "|---" * (len(FLAVORS) + 1) + "|",
+    ]
+    for cls in classes:
+        cells = []
+        for flavor in FLAVORS:
+            preset = cls.rule.flavors.get(flavor)
+            if preset is None:
+                cells.append("—")
+                continue
+            parts = [f"`{k}={v!r}`" for k, v in preset.items() if k != "float32"]
+            rounded = preset.get("float32")
+            if rounded:
+                names = (
+                    "momentum, weight_decay if momentum"
+                    if callable(rounded)
+                    else (", ".join(rounded))
+                )
+                parts.append(f"float32: {names}")
+            cells.append("<br>".join(parts) or "defaults")
+        lines.append(f"| `{cls.__name__}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

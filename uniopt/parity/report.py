@@ -171,7 +171,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"backends (default: every installed one of {list(BACKENDS)})",
     )
     p.add_argument("--faces", nargs="*", default=list(RUNNERS), choices=list(RUNNERS))
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=200)
     p.add_argument("--dtype", choices=list(TOLERANCE), default="float64")
     p.add_argument(
         "--flavors",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from uniopt import _tree
+from uniopt.io import load_state
 from uniopt.port import _common
 
 COUNT = "@count"  #: a state field holding the step count
@@ -260,14 +261,12 @@ def from_optax(
         count = step if step is not None else (injected_count or 0)
     if count == 0 and not entries:
         return opt
-    per_param = max(count, 1)
-    state = {name: {**slots, "step": per_param} for name, slots in entries.items()}
-    if not entries and count:  # plain SGD: nothing to carry but the count
-        state = {}
-    group = {**{k: v for k, v in opt.param_groups[0].items() if k not in ("params",)}}
-    group.pop("param_names", None)
+    # a state without a count (sgd's trace) still means "stepped": the next step is not
+    # the first (for SGD, the first step copies the gradient into the buffer)
+    state = {name: {**slots, "step": max(count, 1)} for name, slots in entries.items()}
+    group = {k: v for k, v in opt.param_groups[0].items() if k not in ("params", "param_names")}
     sd = _common.state_dict(spec.algorithm, [{**group, "params": names}], state, count, opt.flavor)
-    opt.load_state_dict(sd)
+    load_state(opt, sd)
     return opt
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from uniopt.io import load_state
 from uniopt.port import _common
 from uniopt.port._optax import _set
 
@@ -263,8 +264,6 @@ def from_paddle(
         count,
         opt.flavor,
     )
-    from uniopt.io import load_state
-
     load_state(opt, sd)
     return opt
 

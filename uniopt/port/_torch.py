@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from uniopt.io import load_state
 from uniopt.port import _common
 
 _ADAM = {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq", "max_exp_avg_sq": "max_exp_avg_sq"}
@@ -224,7 +225,7 @@ def from_torch(
         hp = {k: v for k, v in group.items() if k != "params"}
         groups.append({**hp, "params": list(torch_group["params"]), "param_names": group["params"]})
     opt = _common.build(cls, groups, sd["flavor"])
-    opt.load_state_dict(sd)
+    load_state(opt, sd)
     return opt
 
 
