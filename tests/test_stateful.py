@@ -249,3 +249,46 @@ def test_torch_parameters_on_several_devices():
     cpu.grad, gpu.grad = torch.ones_like(cpu), torch.ones_like(gpu)
     opt.step()
     np.testing.assert_allclose(cpu.detach().numpy(), gpu.detach().cpu().numpy())
+
+
+def test_minimize_with_parameters_and_no_grad_set_like_paddle():
+    model, _ = twin_models()
+    opt = uniopt.SGD(model.named_parameters(), lr=0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _, pairs = opt.minimize(
+        loss_of(model, 0),
+        parameters=["0.weight", "0.bias", "2.weight"],
+        no_grad_set={model[0].bias},
+    )
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed == {"0.weight", "2.weight"} and len(pairs) == 2
+    lookahead = uniopt.LookAhead(uniopt.SGD(model.parameters(), lr=0.1), k=1, alpha=1.0)
+    model.zero_grad()
+    _, pairs = lookahead.minimize(loss_of(model, 1), no_grad_set=[model[2].bias])
+    assert len(pairs) == 3
+
+
+def test_hyperparameters_may_be_one_element_tensors_and_mindspore_properties():
+    w = torch.nn.Parameter(torch.ones(3))
+    f64 = torch.float64
+    opt = uniopt.AdamW(
+        [w],
+        lr=torch.tensor(0.1, dtype=f64),
+        betas=(torch.tensor([0.9], dtype=f64), 0.999),
+        weight_decay=torch.tensor([0.01]),
+    )  # a float32 tensor: its float32 value
+    assert opt.defaults["betas"] == (0.9, 0.999)
+    assert opt.defaults["weight_decay"] == float(np.float32(0.01))
+    assert opt.target == "CPU" and opt.unique is True and opt.broadcast_params(True) is True
+
+
+def test_dynamic_loss_scale_state_travels():
+    scale = uniopt.DynamicLossScale(init_scale=8.0, growth_interval=3)
+    opt = uniopt.SGD([np.ones(2)], lr=0.1, loss_scale=scale)
+    opt.step([np.array([np.inf, 1.0])])
+    opt.step([np.ones(2)])
+    saved = opt.state_dict()
+    assert saved["loss_scale"] == {"scale": 4.0, "good_steps": 1}
+    other = uniopt.SGD([np.ones(2)], lr=0.1, loss_scale=uniopt.DynamicLossScale(init_scale=8.0))
+    other.load_state_dict(saved)
+    assert other.loss_scale.scale == 4.0 and other.loss_scale.good_steps == 1

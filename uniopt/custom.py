@@ -133,6 +133,20 @@ class CustomOptimizerHelpers:
                 return group["lr"]
         raise ValueError("get_lr_parameter: the parameter is not optimized here")
 
+    @property
+    def target(self) -> str:
+        """Where parameters are updated, in MindSpore's words: "CPU" or "GPU"."""
+        p = self.parameters[0]
+        return "GPU" if "cuda" in adapter_for(p).device(p) else "CPU"
+
+    #: MindSpore: deduplicate sparse gradients (uniopt's gradients are dense: no effect)
+    unique = True
+
+    def broadcast_params(self, optim_result: Any) -> Any:
+        """MindSpore's parameter broadcast after a step; one process needs none, so the
+        step's result is returned as it is."""
+        return optim_result
+
     def get_weight_decay(self) -> float | tuple[float, ...]:
         """The weight decay: one float, or one per group when groups differ."""
         decays = tuple(float(g.get("weight_decay", 0.0)) for g in self.param_groups)

@@ -38,6 +38,18 @@ from uniopt.gradients import (
 from uniopt.rule import Rule
 
 
+def _selector(items: Any, default: bool) -> Callable[[str, Any], bool]:
+    """Membership test over parameters given as objects or names (None: ``default``)."""
+    if items is None:
+        return lambda name, p: default
+    items = list(items)
+    ids = {id(x) for x in items}
+    names = {x for x in items if isinstance(x, str)} | {
+        getattr(x, "name", None) for x in items if isinstance(getattr(x, "name", None), str)
+    }
+    return lambda name, p: id(p) in ids or name in names
+
+
 @dataclass(frozen=True)
 class CustomRule(Rule):
     """The hyperparameters of an optimizer written with ``construct`` (see uniopt.custom)."""
@@ -480,13 +492,38 @@ class Optimizer(CustomOptimizerHelpers):
         gradients with ``lazy_mode`` update only the rows that have a gradient."""
         return False
 
-    def minimize(self, loss: Any) -> tuple[list, list[tuple[Any, Any]]]:
-        """``loss.backward()`` then ``step()`` (torch). Returns ``([], params_grads)``
-        like Paddle's dygraph ``minimize``."""
+    def minimize(
+        self,
+        loss: Any,
+        startup_program: Any = None,
+        parameters: Any = None,
+        no_grad_set: Any = None,
+    ) -> tuple[list, list[tuple[Any, Any]]]:
+        """``loss.backward()`` then ``step()`` (torch), as Paddle's dygraph ``minimize``:
+        only ``parameters`` (objects or names; default all) are updated, none of
+        ``no_grad_set``. ``startup_program`` (static graphs) is accepted and unused.
+        Returns ``([], params_grads)``."""
+        grads, pairs = self._backward(loss, parameters, no_grad_set)
+        self.step(grads)
+        return [], pairs
+
+    def _backward(
+        self, loss: Any, parameters: Any, no_grad_set: Any
+    ) -> tuple[dict[str, Any], list[tuple[Any, Any]]]:
+        """Backpropagate ``loss``; the gradients to apply by name, and the (param, grad)
+        pairs, restricted to ``parameters`` and without ``no_grad_set``."""
         adapter_for(loss).backward(loss)
-        pairs = [(p, adapter_for(p).get_grad(p)) for g in self.param_groups for p in g["params"]]
-        self.step()
-        return [], [(p, g) for p, g in pairs if g is not None]
+        chosen = _selector(parameters, default=True)
+        excluded = _selector(no_grad_set, default=False)
+        grads, pairs = {}, []
+        for group in self.param_groups:
+            for name, p in zip(group["param_names"], group["params"]):
+                g = adapter_for(p).get_grad(p)
+                keep = g is not None and chosen(name, p) and not excluded(name, p)
+                grads[name] = g if keep else None
+                if keep:
+                    pairs.append((p, g))
+        return grads, pairs
 
     def get_lr(self) -> float | list[float]:
         """The learning rate the next step will use: one float, or one per group when

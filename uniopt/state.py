@@ -45,9 +45,11 @@ def state_dict(opt: Optimizer) -> dict[str, Any]:
         prefix: {name: _host(array) for (name, _, _), array in zip(opt._entries(), arrays)}
         for prefix, arrays in opt._custom_state.items()
     }
+    dynamic = getattr(opt.loss_scale, "state_dict", None)
     return {
         "format": FORMAT,
         "version": VERSION,
+        "loss_scale": dynamic() if dynamic else None,
         "custom_state": custom,
         "algorithm": opt.algorithm,
         "flavor": opt.flavor,
@@ -92,6 +94,9 @@ def load_state_dict(opt: Optimizer, sd: Mapping[str, Any]) -> None:
     custom = _build_custom(opt, sd.get("custom_state", {}), problems)
     if problems:
         raise ValueError(f"{owner}: state does not match the optimizer: " + "; ".join(problems))
+    saved_scale = sd.get("loss_scale")
+    if saved_scale is not None and hasattr(opt.loss_scale, "load_state_dict"):
+        opt.loss_scale.load_state_dict(saved_scale)  # validated there before it changes
     for prefix, arrays in custom.items():
         opt._custom_state[prefix][:] = arrays  # the subclass holds this very list
     for group, hp, segments, new in zip(opt.param_groups, new_hp, opt._segments, built):

@@ -15,7 +15,10 @@ def fail(owner: str, name: str, value: Any, requirement: str) -> None:
 
 
 def real(owner: str, name: str, value: Any) -> float:
-    """``value`` as a finite Python float, or TypeError naming the argument."""
+    """``value`` as a finite Python float, or TypeError naming the argument. A 0-d or
+    one-element array (Paddle accepts a shape-[1] Tensor) counts as its number."""
+    if not isinstance(value, numbers.Real) and getattr(value, "shape", None) in ((), (1,)):
+        value = float(value.reshape(()) if value.shape else value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
     value = float(value)

@@ -28,7 +28,6 @@ import numpy as np
 
 from uniopt import _tree
 from uniopt import validation as v
-from uniopt._adapter import adapter_for
 from uniopt.optimizer import Optimizer
 from uniopt.rule import Rule, Scalars
 from uniopt.transform import Transform, apply_updates
@@ -124,12 +123,18 @@ class LookAhead:
                     for position, p in zip(segment.positions, segment.params):
                         group["params"][position] = p
 
-    def minimize(self, loss: Any) -> tuple[list, list[tuple[Any, Any]]]:
-        """``loss.backward()`` then ``step()`` (torch), as Paddle's LookAhead.minimize."""
-        adapter_for(loss).backward(loss)
-        pairs = [(p, adapter_for(p).get_grad(p)) for g in self.param_groups for p in g["params"]]
-        self.step()
-        return [], [(p, g) for p, g in pairs if g is not None]
+    def minimize(
+        self,
+        loss: Any,
+        startup_program: Any = None,
+        parameters: Any = None,
+        no_grad_set: Any = None,
+    ) -> tuple[list, list[tuple[Any, Any]]]:
+        """``loss.backward()`` then ``step()`` (torch), as Paddle's LookAhead.minimize
+        (``parameters`` / ``no_grad_set`` as in :meth:`uniopt.Optimizer.minimize`)."""
+        grads, pairs = self.inner._backward(loss, parameters, no_grad_set)
+        self.step(grads)
+        return [], pairs
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.inner.zero_grad(set_to_none)
