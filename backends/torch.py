@@ -71,6 +71,36 @@ class TorchAdapter(Adapter):
             t = torch.from_numpy(np.ascontiguousarray(a).copy())
         return t.to(device=like.device, dtype=like.dtype)
 
+    def compile_in_place(self, fn: Any) -> Any:
+        return torch.compile(fn, fullgraph=True, dynamic=False)
+
+    def scalar(self, value: Any, like: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device=like.device, dtype=like.dtype)
+        return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+    def bind(self, params: list[Any]) -> Any:
+        if any(type(p.data) is not torch.Tensor for p in params):  # DTensor, subclasses
+            return None
+        data = [p.detach() for p in params]
+        flat = torch.empty(sum(d.numel() for d in data), dtype=data[0].dtype, device=data[0].device)
+        offset = 0
+        with torch.no_grad():
+            for p, d in zip(params, data):
+                n = d.numel()
+                flat[offset : offset + n].copy_(d.reshape(-1))
+                p.data = flat[offset : offset + n].view(d.shape)
+                offset += n
+        return flat
+
+    def is_view_of(self, p: Any, flat: Any, offset: int) -> bool:
+        return p.data_ptr() == flat.data_ptr() + offset * flat.element_size() and (
+            p.is_contiguous()
+        )
+
+    def gather(self, arrays: list[Any], out: Any) -> Any:
+        return torch.cat([a.reshape(-1) for a in arrays], out=out)
+
     def no_grad(self) -> contextlib.AbstractContextManager:
         return torch.no_grad()
 

@@ -223,6 +223,25 @@ def test_multi_precision_state_resumes(backend, tmp_path):
         np.testing.assert_array_equal(host(second.params[n]), host(straight.params[n]))
 
 
+def test_functional_state_round_trips_as_plain_data(tmp_path):
+    require("jax")
+    import jax
+    import jax.numpy as jnp
+
+    tx = uniopt.adamw(lr=0.1)
+    params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
+    grads = {"w": jnp.full(3, 0.5), "b": jnp.ones(2)}
+    state = tx.init(params)
+    _, state = tx.update(grads, state, params)
+    uniopt.save({"tx_state": state, "step": 1}, tmp_path / "fx.safetensors")
+    loaded = uniopt.load(tmp_path / "fx.safetensors")["tx_state"]
+    restored = jax.tree_util.tree_map(jnp.asarray, uniopt.TransformState(*loaded))
+    want, _ = tx.update(grads, state, params)
+    got, _ = tx.update(grads, restored, params)
+    for n in params:
+        np.testing.assert_array_equal(np.asarray(got[n]), np.asarray(want[n]))
+
+
 # ---- the format ---------------------------------------------------------------------------
 
 

@@ -87,6 +87,30 @@ class Adapter:
         """A compiled version of the pure ``fn``, or None where eager execution is used."""
         return None
 
+    def compile_in_place(self, fn: Callable) -> Callable | None:
+        """A compiled version of ``fn``, which writes into its array arguments (None where
+        the library cannot compile that)."""
+        return None
+
+    def scalar(self, value: Any, like: Any) -> Any:
+        """A per-step scalar as a compiled function wants it (a 0-d array of ``like``'s
+        dtype, so changing values never recompile)."""
+        return value
+
+    def bind(self, params: list[Any]) -> Any:
+        """Make the parameters views of one new flat buffer and return it, or None where
+        the library cannot re-point a parameter's storage."""
+        return None
+
+    def is_view_of(self, p: Any, flat: Any, offset: int) -> bool:
+        """Whether parameter ``p`` still lives at ``flat[offset:]``."""
+        return False
+
+    def gather(self, arrays: list[Any], out: Any) -> Any:
+        """The arrays flattened end to end into ``out`` (where the library can)."""
+        xp = self.namespace(out)
+        return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+
     def backward(self, loss: Any) -> None:
         raise TypeError(f"minimize(loss) needs autograd arrays; {self.name} arrays have none")
 

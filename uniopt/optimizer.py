@@ -76,7 +76,9 @@ class Optimizer(CustomOptimizerHelpers):
     * ``lazy_mode``: only rows (first-axis slices) whose gradient is not all zero update
       their parameters and state (Paddle's Adam/AdamW option, here for every optimizer);
     * ``multi_precision``: float16/bfloat16 parameters keep a float32 master copy and
-      float32 state; the low-precision parameters are the rounded master.
+      float32 state; the low-precision parameters are the rounded master;
+    * ``compile``: on torch, run each step's update as one ``torch.compile``-d kernel
+      over the flat parameter segment (the first step pays the compilation, seconds).
 
     Param groups take the group keys of the references: the hyperparameters,
     ``grad_centralization`` (MindSpore), ``clip_grad_max_norm`` and
@@ -99,6 +101,7 @@ class Optimizer(CustomOptimizerHelpers):
         decay_skips_beta_gamma: bool | None = None,
         lazy_mode: bool = False,
         multi_precision: bool = False,
+        compile: bool = False,
         **defaults: Any,
     ):
         owner = type(self).__name__
@@ -120,6 +123,7 @@ class Optimizer(CustomOptimizerHelpers):
         self.grad_clip = grad_clip
         self.lazy_mode = validation.flag(owner, "lazy_mode", lazy_mode)
         self.multi_precision = validation.flag(owner, "multi_precision", multi_precision)
+        self.compile = validation.flag(owner, "compile", compile)
         self.loss_scale = loss_scales.checked(owner, loss_scale)
         self.apply_decay_param_fun = apply_decay_param_fun
         self.lr_ratio = lr_ratio
@@ -242,6 +246,7 @@ class Optimizer(CustomOptimizerHelpers):
                 adapters[key],
                 positions,
                 master=self.multi_precision and key[2] in ("float16", "bfloat16"),
+                compile=self.compile,
             )
             segment.profiles = [self._profile(names[i], leaves[i]) for i in positions]
             segments.append(segment)

@@ -58,3 +58,33 @@ def update_tensors(
         new_state[k] = v if whole else xp.concat([state[k][:start], v, state[k][stop:]])
     deltas = [xp.reshape(d, s.shape) for d, s in zip(block.split(delta), spans)]
     return deltas, new_state
+
+
+def update_block_in_place(
+    xp: Any,
+    write: Any,
+    rule: Rule,
+    block: Block,
+    dtype: Any,
+    p: Any,
+    g: Any,
+    state: Mapping[str, Any],
+    scalars: Mapping[str, Any],
+) -> None:
+    """``rule`` on one block, writing the new parameters into ``p`` and the new state
+    into ``state``'s arrays. With a float32 ``"master"`` copy in the state
+    (multi_precision) the rule runs on the master and ``p`` receives it rounded to
+    ``dtype``. Traceable by ``torch.compile`` (the writes become in-place stores)."""
+    own = dict(state)
+    master = own.pop("master", None)
+    work = p if master is None else master
+    if master is not None:
+        g = xp.astype(g, master.dtype)
+    delta, new_state = rule_on_block(xp, rule, block, work, g, own, scalars)
+    new_p = work + delta
+    for k, v in new_state.items():
+        write(own[k], v)
+    if master is not None:
+        write(master, new_p)
+        new_p = xp.astype(new_p, dtype)
+    write(p, new_p)

@@ -14,7 +14,7 @@ from typing import Any
 import array_api_compat
 
 from uniopt._adapter import Adapter
-from uniopt.engine.execute import rule_on_block, update_tensors
+from uniopt.engine.execute import update_block_in_place, update_tensors
 from uniopt.engine.layout import Layout
 from uniopt.rule import Rule
 
@@ -31,6 +31,7 @@ class Segment:
         adapter: Adapter,
         positions: Sequence[int] | None = None,
         master: bool = False,
+        compile: bool = False,
     ):
         self.adapter = adapter
         self.params = list(params)
@@ -51,6 +52,12 @@ class Segment:
         self.profiles: list[Any] = [()] * len(self.params)
         self.state: dict[str, Any] = {}
         self._compiled: dict[Any, Callable] = {}
+        #: the parameters' storage, when the library lets parameters be re-pointed at
+        #: views of one flat buffer (torch): the update then gathers nothing
+        self.flat = adapter.bind(self.params) if self.layout.size else None
+        self._grads: Any = None
+        #: run each step as one compiled kernel (torch.compile), where available
+        self.compile = compile and self.flat is not None
 
     @property
     def names(self) -> list[str]:
@@ -125,6 +132,9 @@ class Segment:
         scalars: Mapping,
         state: dict[str, Any],
     ) -> None:
+        if self.flat is not None:
+            self._run_flat(rule, first, last, grads, scalars, state)
+            return
         adapter, xp = self.adapter, self.xp
         params = [adapter.flat_view(adapter.data(p)) for p in self.params]
         flat_grads = [None if g is None else adapter.flat(g) for g in grads]
@@ -132,21 +142,70 @@ class Segment:
             first, last, adapter.chunk_elements, rule.needs_tensor_reductions
         ):
             own = {k: v[block.start : block.stop] for k, v in state.items()}
-            master = own.pop("master", None)
+            p = block.gather(xp, params)  # a view when the block is one tensor's piece
             g = block.gather(xp, flat_grads)
-            if master is None:
-                p = block.gather(xp, params)
+            update_block_in_place(xp, adapter.write, rule, block, self.dtype, p, g, own, scalars)
+            if len(block.pieces) > 1:  # p was a copy: scatter it back
+                for piece, part in zip(block.pieces, block.split(p)):
+                    adapter.write(params[piece.index][piece.lo : piece.hi], part)
+
+    def _run_flat(
+        self,
+        rule: Rule,
+        first: int,
+        last: int,
+        grads: Sequence[Any],
+        scalars: Mapping,
+        state: dict[str, Any],
+    ) -> None:
+        """Parameters are views of ``self.flat``: blocks are plain slices, nothing is
+        gathered but the gradients (one concatenation into a reused buffer)."""
+        adapter, xp, layout = self.adapter, self.xp, self.layout
+        self._keep_bound()
+        start, stop = layout.spans[first].offset, layout.spans[last - 1].stop
+        if self._grads is None:
+            self._grads = xp.empty_like(self.flat)
+        p_run = self.flat[start:stop]
+        g_run = adapter.gather(list(grads[first:last]), out=self._grads[start:stop])
+        if self.compile:
+            blocks = list(layout.blocks(first, last, None, whole_tensors=True))
+            fn = self._compiled_in_place(rule, first, last, tuple(scalars))
+            scalars = {k: adapter.scalar(v, p_run) for k, v in scalars.items()}
+        else:
+            blocks = layout.blocks(
+                first, last, adapter.chunk_elements, rule.needs_tensor_reductions
+            )
+            fn = None
+        for block in blocks:
+            a, b = block.start - start, block.stop - start
+            own = {k: v[block.start : block.stop] for k, v in state.items()}
+            if fn is not None:
+                fn(p_run[a:b], g_run[a:b], own, scalars)
             else:
-                p, g = master, xp.astype(g, master.dtype)
-            delta, new_state = rule_on_block(xp, rule, block, p, g, own, scalars)
-            new_p = p + delta
-            for k, v in new_state.items():
-                adapter.write(own[k], v)
-            if master is not None:
-                adapter.write(master, new_p)
-                new_p = xp.astype(new_p, self.dtype)
-            for piece, part in zip(block.pieces, block.split(new_p)):
-                adapter.write(params[piece.index][piece.lo : piece.hi], part)
+                update_block_in_place(
+                    xp, adapter.write, rule, block, self.dtype, p_run[a:b], g_run[a:b], own, scalars
+                )
+
+    def _compiled_in_place(self, rule: Rule, first: int, last: int, names: tuple) -> Callable:
+        key = ("in_place", rule, first, last, names)
+        if key not in self._compiled:
+            block = next(self.layout.blocks(first, last, None, whole_tensors=True))
+            xp, write, dtype = self.xp, self.adapter.write, self.dtype
+
+            def step(p, g, state, scalars):
+                update_block_in_place(xp, write, rule, block, dtype, p, g, state, scalars)
+
+            self._compiled[key] = self.adapter.compile_in_place(step)
+        return self._compiled[key]
+
+    def _keep_bound(self) -> None:
+        """Re-bind when a parameter's storage was replaced (``p.data = ...``)."""
+        adapter = self.adapter
+        for p, span in zip(self.params, self.layout.spans):
+            if not adapter.is_view_of(adapter.data(p), self.flat, span.offset):
+                self.flat = adapter.bind(self.params)
+                self._grads = None
+                return
 
     def _run_functional(
         self,

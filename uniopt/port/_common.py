@@ -22,6 +22,8 @@ OPTIMIZER_OPTIONS = {
     "apply_decay_param_fun": None,
     "lr_ratio": None,
     "decay_skips_beta_gamma": False,
+    "lazy_mode": False,
+    "multi_precision": False,
 }
 
 

@@ -37,8 +37,6 @@ class PaddleSpec:
     accumulators: Mapping[str, str]  #: Paddle accumulator -> uniopt slot
     #: running-power accumulators -> the Paddle argument they are powers of
     powers: Mapping[str, str] = field(default_factory=dict)
-    #: arguments Paddle's kernel reads as float32 attributes, even for float64 parameters
-    float32_args: tuple[str, ...] = ()
 
 
 _ADAM_ARGS = {"learning_rate": "lr", "beta1": "betas.0", "beta2": "betas.1", "epsilon": "eps"}
@@ -54,7 +52,6 @@ PADDLE_OPTIMIZERS: dict[str, PaddleSpec] = {
         {**_ADAM_DEFAULTS, "weight_decay": 0.01, "amsgrad": False},
         _ADAM_ACC,
         _POWERS,
-        ("weight_decay",),
     ),
     "adam": PaddleSpec(
         "adam",
@@ -73,7 +70,6 @@ PADDLE_OPTIMIZERS: dict[str, PaddleSpec] = {
         },
         {"learning_rate": 0.001, "momentum": 0.9, "use_nesterov": False, "weight_decay": 0.0},
         {"velocity": "momentum_buffer"},
-        float32_args=("momentum", "weight_decay"),
     ),
     "larsmomentum": PaddleSpec(
         "lars_momentum",
@@ -86,7 +82,6 @@ PADDLE_OPTIMIZERS: dict[str, PaddleSpec] = {
         },
         {"lars_coeff": 0.001, "lars_weight_decay": 0.0005, "epsilon": 0.0},
         {"velocity": "velocity"},
-        float32_args=("momentum", "lars_coeff", "lars_weight_decay"),
     ),
     "rmsprop": PaddleSpec(
         "rmsprop",
@@ -100,7 +95,6 @@ PADDLE_OPTIMIZERS: dict[str, PaddleSpec] = {
         },
         {"rho": 0.95, "epsilon": 1e-6, "momentum": 0.0, "centered": False, "weight_decay": 0.0},
         {"mean_square": "square_avg", "mean_grad": "grad_avg", "momentum": "momentum_buffer"},
-        float32_args=("rho", "epsilon", "momentum"),
     ),
     "adagrad": PaddleSpec(
         "adagrad",
@@ -112,17 +106,19 @@ PADDLE_OPTIMIZERS: dict[str, PaddleSpec] = {
         },
         {"epsilon": 1e-6, "initial_accumulator_value": 0.0, "weight_decay": 0.0},
         {"moment": "sum"},
-        float32_args=("epsilon",),
     ),
     "lamb": PaddleSpec(
         "lamb",
-        {**_ADAM_ARGS, "lamb_weight_decay": "weight_decay"},
-        {**_ADAM_DEFAULTS, "epsilon": 1e-6, "lamb_weight_decay": 0.01},
+        {**_ADAM_ARGS, "lamb_weight_decay": "weight_decay", "always_adapt": "always_adapt"},
+        {**_ADAM_DEFAULTS, "epsilon": 1e-6, "lamb_weight_decay": 0.01, "always_adapt": False},
         {"moment1": "exp_avg", "moment2": "exp_avg_sq"},
         _POWERS,
-        ("beta1", "beta2", "lamb_weight_decay"),
     ),
 }
+
+
+#: Paddle optimizer arguments that are uniopt optimizer options of the same name and meaning
+OPTIONS = ("grad_clip", "apply_decay_param_fun", "lr_ratio", "lazy_mode")
 
 
 def _key(optimizer: str) -> str:
@@ -163,7 +159,6 @@ def from_paddle(
     optimizer: str,
     *,
     names: Mapping[str, str] | None = None,
-    float32_attributes: bool = True,
     **kwargs: Any,
 ) -> Any:
     """A uniopt optimizer over ``params`` carrying a Paddle optimizer's ``state_dict()``.
@@ -180,14 +175,14 @@ def from_paddle(
         **kwargs: the optimizer's arguments with Paddle's names (``learning_rate``,
             ``beta1``, ``epsilon``, ``weight_decay`` ...; Paddle's defaults otherwise).
             Without ``learning_rate`` the ``LR_Scheduler`` entry's ``last_lr`` is used.
-        float32_attributes: round the arguments Paddle's kernels read as float32
-            attributes (``momentum``, AdamW's ``weight_decay``, ... :attr:`PaddleSpec.float32_args`)
-            as Paddle does, so a float64 run continues Paddle's to ~1e-13 instead of ~1e-6.
+            ``grad_clip`` (uniopt's ``ClipGradBy*``), ``apply_decay_param_fun``,
+            ``lr_ratio`` and ``lazy_mode`` are passed on as the uniopt options they are.
 
     The optimizer is built with ``flavor="paddle"`` where the algorithm has that preset.
     State is matched by name; every key that matches no parameter is an error.
     """
     spec = PADDLE_OPTIMIZERS[_key(optimizer)]
+    options = {k: kwargs.pop(k) for k in OPTIONS if k in kwargs}
     unknown = sorted(set(kwargs) - set(spec.kwargs))
     if unknown:
         raise TypeError(
@@ -200,8 +195,6 @@ def from_paddle(
         given["learning_rate"] = scheduler.get("last_lr")
     args = {k: given.get(k, spec.defaults.get(k)) for k in spec.kwargs}
     args = {k: v for k, v in args.items() if v is not None}
-    if float32_attributes:
-        args = {k: float(np.float32(v)) if k in spec.float32_args else v for k, v in args.items()}
     cls = _common.optimizer_class(spec.algorithm)
     flavor = _common.flavor_of(cls, "paddle")
     hp: dict[str, Any] = {}
@@ -210,7 +203,7 @@ def from_paddle(
     if None in hp.get("betas", ()):
         defaults = _common.defaults(cls, flavor)["betas"]
         hp["betas"] = tuple(d if b is None else b for b, d in zip(hp["betas"], defaults))
-    opt = _common.build_flat(cls, params, hp, flavor)
+    opt = _common.build_flat(cls, params, {**hp, **options}, flavor)
     uniopt_names = [n for g in opt.param_groups for n in g["param_names"]]
     dtypes = {
         n: np.dtype(_dtype_of(p))
