@@ -100,11 +100,16 @@ def torch_modes(shapes):
             p.grad = torch.randn(p.shape)
         opt = torch.optim.AdamW(ps, **HP, **kwargs)
         modes[f"torch: torch.optim {label}"] = opt.step
-    ps = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
-    for p in ps:
-        p.grad = torch.randn(p.shape)
-    ours = uniopt.AdamW(ps, **HP)
-    modes["torch: uniopt"] = ours.step
+    for label, kwargs in (("uniopt", {}), ("uniopt compile=True", {"compile": True})):
+        ps = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+        for p in ps:
+            p.grad = torch.randn(p.shape)
+        ours = uniopt.AdamW(ps, **HP, **kwargs)
+        if kwargs:
+            start = time.perf_counter()
+            ours.step()
+            print(f"  torch {label}: first step (compile) {time.perf_counter() - start:.2f} s")
+        modes[f"torch: {label}"] = ours.step
     return modes
 
 
