@@ -87,11 +87,27 @@ def centralize(xp: Any, g: Any, block: Block) -> Any:
 
 
 @dataclass(frozen=True)
-class Preprocessed(Rule):
+class Wrapped(Rule):
+    """A rule around another one: same slots, scalars and use of the parameters."""
+
+    inner: Rule
+    hyperparameters = {}
+
+    def reads_params(self, hp: Mapping[str, Any]) -> bool:
+        return self.inner.reads_params(hp)
+
+    def slots(self) -> dict[str, float]:
+        return self.inner.slots()
+
+    def scalars(self, hp: Mapping[str, Any], step: Any) -> dict[str, Any]:
+        return self.inner.scalars(hp, step)
+
+
+@dataclass(frozen=True)
+class Preprocessed(Wrapped):
     """``inner`` with gradient preprocessing fused in front; ``s.grad_scale`` (loss
     scale and global clipping together) is a per-step scalar."""
 
-    inner: Rule
     scaled: bool = False
     norm_clip: float | None = None
     value_clip: tuple[float, float] | None = None
@@ -144,22 +160,11 @@ def active_rows(xp: Any, g: Any, block: Block) -> Any:
 
 
 @dataclass(frozen=True)
-class Lazy(Rule):
+class Lazy(Wrapped):
     """``inner`` where only rows with a non-zero gradient change (Paddle's ``lazy_mode``):
     the other rows keep their parameters and optimizer state exactly."""
 
-    inner: Rule
-    hyperparameters = {}
     needs_tensor_reductions = True
-
-    def reads_params(self, hp: Mapping[str, Any]) -> bool:
-        return self.inner.reads_params(hp)
-
-    def slots(self) -> dict[str, float]:
-        return self.inner.slots()
-
-    def scalars(self, hp: Mapping[str, Any], step: Any) -> dict[str, Any]:
-        return self.inner.scalars(hp, step)
 
     def update(self, xp, p, g, state, s: Scalars, block):
         rows = active_rows(xp, g, block)
