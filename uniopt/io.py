@@ -51,6 +51,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from uniopt.state import entry_problems
+
 __all__ = [
     "FILE_FORMAT",
     "FILE_VERSION",
@@ -1031,7 +1033,7 @@ def _match(opt: Any, sd: Any, strict: bool) -> _Plan:
         if i not in slots_of or not same_algorithm:
             continue  # already refused: slot checks would only add noise
         slots = {**slots_of[i], "master": 0.0} if master else slots_of[i]
-        wrong = _entry_problems(entry, slots, shape, dtype)
+        wrong = entry_problems(entry, slots, shape, dtype)
         if wrong:
             mismatches += [f"{name!r}: {w}" for w in wrong]
             report.skipped[name] = "; ".join(wrong)
@@ -1059,31 +1061,4 @@ def _targets(opt: Any) -> dict[str, tuple[int, tuple[int, ...], str, bool]]:
             dtype = adapter.dtype_name(data)
             master = multi_precision and dtype in ("float16", "bfloat16")
             out[name] = (i, tuple(data.shape), "float32" if master else dtype, master)
-    return out
-
-
-def _entry_problems(
-    entry: Any, slots: Mapping[str, Any], shape: tuple[int, ...], dtype: str
-) -> list[str]:
-    """What keeps a saved per-parameter entry from fitting (the rules of
-    :func:`uniopt.state.load_state_dict`: every slot an array of the parameter's shape
-    and the state dtype, a positive integer step, nothing else)."""
-    if not isinstance(entry, Mapping):
-        return [f"state entry is a {type(entry).__name__}, not a dict"]
-    out = []
-    step = entry.get("step")
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
-        out.append(f"step must be a positive int, got {step!r}")
-    for slot in slots:
-        value = entry.get(slot)
-        if not isinstance(value, np.ndarray):
-            out.append(f"missing state {slot!r}")
-        elif tuple(value.shape) != shape or value.dtype.name != dtype:
-            out.append(
-                f"state {slot!r} is {value.dtype.name}{list(value.shape)}, "
-                f"expected {dtype}{list(shape)}"
-            )
-    extra = sorted(set(entry) - set(slots) - {"step"}, key=str)
-    if extra:
-        out.append(f"unexpected state {extra}")
     return out

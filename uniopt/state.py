@@ -147,28 +147,16 @@ def _build_segment(
         entry = saved.get(span.name)
         if entry is None:
             continue
-        step = entry.get("step")
-        if not isinstance(step, numbers.Integral) or step < 1:
-            problems.append(f"'{span.name}': step must be a positive int, got {step!r}")
+        found = entry_problems(entry, slots, span.shape, dtype)
+        problems += [f"'{span.name}': {p}" for p in found]
+        if found:
             continue
-        steps[i] = int(step)
+        steps[i] = int(entry["step"])
         for slot, initial in slots.items():
-            value = entry.get(slot)
-            if not isinstance(value, np.ndarray):
-                problems.append(f"'{span.name}': missing state '{slot}'")
-            elif tuple(value.shape) != span.shape or value.dtype.name != dtype:
-                problems.append(
-                    f"'{span.name}': state '{slot}' is {value.dtype.name}{list(value.shape)}, "
-                    f"expected {dtype}{list(span.shape)}"
-                )
-            else:
-                if slot not in host:
-                    host[slot] = np.empty(segment.layout.size, value.dtype)
-                    host[slot][...] = initial  # a number, or the master's current values
-                host[slot][span.offset : span.stop] = value.reshape(-1)
-        extra = sorted(set(entry) - set(slots) - {"step"})
-        if extra:
-            problems.append(f"'{span.name}': unexpected state {extra}")
+            if slot not in host:
+                host[slot] = np.empty(segment.layout.size, entry[slot].dtype)
+                host[slot][...] = initial  # a number, or the master's current values
+            host[slot][span.offset : span.stop] = entry[slot].reshape(-1)
     moved = (
         {k: segment.adapter.from_numpy(v, like) for k, v in host.items()} if not problems else {}
     )
@@ -212,4 +200,30 @@ def _build_custom(
                 continue
             new.append(adapter.from_numpy(value, like))
         out[prefix] = new
+    return out
+
+
+def entry_problems(
+    entry: Any, slots: Mapping[str, Any], shape: tuple[int, ...], dtype: str
+) -> list[str]:
+    """What keeps one parameter's saved state from fitting: every slot an array of the
+    parameter's shape and the state dtype, a positive integer step, nothing else."""
+    if not isinstance(entry, Mapping):
+        return [f"state entry is a {type(entry).__name__}, not a dict"]
+    out = []
+    step = entry.get("step")
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+        out.append(f"step must be a positive int, got {step!r}")
+    for slot in slots:
+        value = entry.get(slot)
+        if not isinstance(value, np.ndarray):
+            out.append(f"missing state {slot!r}")
+        elif tuple(value.shape) != tuple(shape) or value.dtype.name != dtype:
+            out.append(
+                f"state {slot!r} is {value.dtype.name}{list(value.shape)}, "
+                f"expected {dtype}{list(shape)}"
+            )
+    extra = sorted(set(entry) - set(slots) - {"step"}, key=str)
+    if extra:
+        out.append(f"unexpected state {extra}")
     return out
