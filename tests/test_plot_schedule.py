@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import uniopt.plot as plot
+from uniopt.__main__ import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -48,18 +49,18 @@ def test_writes_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "lr.png"
     argv = ["plot-schedule", "cosine_annealing", "--base-lr", "0.1", "--T-max", "50"]
-    assert plot.main([*argv, "--steps", "120", "-o", str(out)]) == 0
+    assert main([*argv, "--steps", "120", "-o", str(out)]) == 0
     assert _png(out)
     assert "wrote" in capsys.readouterr().out
     # options before NAME, lists, booleans and a warmup
     out2 = tmp_path / "pw.png"
     argv = ["plot-schedule", "--steps", "30", "-o", str(out2), "piecewise_decay"]
-    assert plot.main([*argv, "--boundaries", "2,4,6,8", "--values", "0.2,0.4,0.6,0.8,1.0"]) == 0
+    assert main([*argv, "--boundaries", "2,4,6,8", "--values", "0.2,0.4,0.6,0.8,1.0"]) == 0
     assert _png(out2)
     out3 = tmp_path / "poly.png"
     argv = ["plot-schedule", "polynomial_decay", "--base-lr", "0.1", "--decay-steps", "20"]
     argv += ["--cycle", "true", "--warmup", "5", f"--output={out3}", "--steps", "60"]
-    assert plot.main(argv) == 0
+    assert main(argv) == 0
     assert _png(out3)
 
 
@@ -82,7 +83,7 @@ def test_missing_matplotlib_message_and_exit_code(monkeypatch, tmp_path, capsys)
     out = tmp_path / "lr.png"
     argv = ["plot-schedule", "exponential_decay", "--base-lr", "0.1", "--gamma", "0.9"]
     with pytest.raises(SystemExit) as exc:
-        plot.main([*argv, "-o", str(out)])
+        main([*argv, "-o", str(out)])
     assert exc.value.code == 2
     assert 'pip install "uniopt[plot]"' in capsys.readouterr().err
     assert not out.exists()
@@ -90,14 +91,14 @@ def test_missing_matplotlib_message_and_exit_code(monkeypatch, tmp_path, capsys)
 
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
-        plot.main(["plot-schedule", "no_such_schedule"])
+        main(["plot-schedule", "no_such_schedule"])
     assert exc.value.code == 2
     with pytest.raises(SystemExit) as exc:
-        plot.main(["plot-schedule", "cosine_annealing", "--base-lr", "0.1", "--T-max", "0"])
+        main(["plot-schedule", "cosine_annealing", "--base-lr", "0.1", "--T-max", "0"])
     assert exc.value.code == 2
     assert "T_max" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        plot.main(["plot-schedule", "cosine_annealing", "--base-lr", "0.1", "--nope", "1"])
+        main(["plot-schedule", "cosine_annealing", "--base-lr", "0.1", "--nope", "1"])
     assert exc.value.code == 2
 
 
@@ -106,7 +107,7 @@ def test_standalone_in_a_subprocess(tmp_path):
     out = tmp_path / "lr.png"
     argv = ["plot-schedule", "cyclic", "--base-lr", "0.01", "--max-lr", "0.1"]
     argv += ["--step-size-up", "10", "--mode", "triangular2", "--steps", "100", "-o", str(out)]
-    code = f"import uniopt.plot as p; raise SystemExit(p.main({argv!r}))"
+    code = f"from uniopt.__main__ import main; raise SystemExit(main({argv!r}))"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     assert _png(out)
 

@@ -280,15 +280,3 @@ def _to_torch(args: argparse.Namespace) -> int:
             os.unlink(tmp)
     print(f"wrote {args.output}: torch.optim state_dict ({obj['algorithm']})")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``main(["inspect", FILE])``."""
-    parser = argparse.ArgumentParser(prog="uniopt")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

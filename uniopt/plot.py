@@ -160,15 +160,3 @@ def run(args: argparse.Namespace) -> int:
     plt.close(fig)
     print(f"wrote {output}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point: ``main(["plot-schedule", NAME, "--ARG", "VALUE", ...])``."""
-    parser = argparse.ArgumentParser(prog="uniopt")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
