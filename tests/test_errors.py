@@ -173,3 +173,29 @@ def test_failed_load_state_dict_changes_nothing(backend):
     with pytest.raises(TypeError, match="expected a dict"):
         opt.load_state_dict([1, 2])
     assert_unchanged(opt, before)
+
+
+def test_lookahead_bad_arguments_and_bad_state_change_nothing():
+    inner = uniopt.SGD([np.ones(3)], lr=0.1)
+    for kwargs, error, match in (
+        ({"alpha": 1.5}, ValueError, r"invalid alpha=1.5: it must be in \[0, 1\]"),
+        ({"k": 0}, ValueError, "invalid k=0: it must be a positive int"),
+        ({"slow_init": "later"}, ValueError, "invalid slow_init='later'"),
+    ):
+        with pytest.raises(error, match=match):
+            uniopt.LookAhead(inner, **kwargs)
+    with pytest.raises(TypeError, match="inner_optimizer must be a uniopt optimizer"):
+        uniopt.LookAhead(object())
+    with pytest.raises(ValueError, match="invalid alpha=2.0"):
+        uniopt.lookahead(uniopt.sgd(lr=0.1), alpha=2.0)
+    opt = uniopt.LookAhead(inner, k=2)
+    for _ in range(3):
+        opt.step([np.ones(3)])
+    before = ([to_numpy(p).copy() for p in opt.params], opt.state_dict())
+    bad = {**before[1], "slow": {"0": np.zeros(4)}}
+    with pytest.raises(ValueError, match="slow weights missing or not float64"):
+        opt.load_state_dict(bad)
+    assert np.array_equal(to_numpy(opt.params[0]), before[0][0])
+    after = opt.state_dict()
+    assert after["count"] == before[1]["count"]
+    assert np.array_equal(after["slow"]["0"], before[1]["slow"]["0"])
