@@ -15,6 +15,9 @@ class CupyAdapter(NumpyAdapter):
     def device(self, x: Any) -> str:
         return f"cuda:{x.device.id}"
 
+    def same_device(self, a: Any, b: Any) -> bool:
+        return a.device.id == b.device.id
+
     def write(self, dst: Any, src: Any) -> None:
         dst[...] = src
 

@@ -23,6 +23,9 @@ class TorchAdapter(Adapter):
     def device(self, x: Any) -> str:
         return str(x.device)
 
+    def same_device(self, a: Any, b: Any) -> bool:
+        return a.device == b.device
+
     def dtype_name(self, x: Any) -> str:
         return str(x.dtype).removeprefix("torch.")
 
@@ -98,8 +101,43 @@ class TorchAdapter(Adapter):
             p.is_contiguous()
         )
 
+    def shared_flat(self, arrays: list[Any]) -> Any:
+        first = arrays[0]
+        storage, at = first.untyped_storage().data_ptr(), first.data_ptr()
+        for a in arrays:
+            if (
+                a.dtype != first.dtype
+                or a.device != first.device
+                or not a.is_contiguous()
+                or a.data_ptr() != at
+                or a.untyped_storage().data_ptr() != storage
+            ):
+                return None
+            at += a.numel() * a.element_size()
+        n = sum(a.numel() for a in arrays)
+        return torch.as_strided(first.detach(), (n,), (1,), first.storage_offset())
+
     def gather(self, arrays: list[Any], out: Any) -> Any:
-        return torch.cat([a.reshape(-1) for a in arrays], out=out)
+        storage = out.untyped_storage().data_ptr()
+        if all(a.untyped_storage().data_ptr() != storage for a in arrays):
+            return torch.cat([a.reshape(-1) for a in arrays], out=out)
+        offset = 0  # some are views of ``out`` already (re-pointed gradients)
+        for a in arrays:
+            n = a.numel()
+            if a.data_ptr() != out[offset:].data_ptr():
+                out[offset : offset + n].copy_(a.reshape(-1))
+            offset += n
+        return out
+
+    def point_grads(self, params: list[Any], grads: list[Any], flat: Any) -> None:
+        """Only gradients autograd made (read from ``.grad``, not views of someone
+        else's buffer such as DDP's buckets) are re-pointed."""
+        offset = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            if p.grad is g and g._base is None and type(g) is torch.Tensor:
+                p.grad = flat[offset : offset + n].view(g.shape)
+            offset += n
 
     def no_grad(self) -> contextlib.AbstractContextManager:
         return torch.no_grad()

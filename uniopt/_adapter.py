@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,9 @@ class Adapter:
     mutable = True
     #: gradients live on the parameters (torch ``.grad``)
     grads_on_params = False
+    #: an array's memory never moves (NumPy, CuPy): what is found about where an array
+    #: lies stays true for as long as the array object lives
+    fixed_storage = False
     #: elements per block on eager paths: a block's temporaries stay cache-sized
     chunk_elements = 1 << 16
 
@@ -44,9 +48,38 @@ class Adapter:
     def dtype_name(self, x: Any) -> str:
         return str(x.dtype).rsplit(".", 1)[-1]
 
+    def same_device(self, a: Any, b: Any) -> bool:
+        """Whether two arrays of this library live on the same device."""
+        return self.device(a) == self.device(b)
+
+    def multi_device(self, x: Any) -> bool:
+        """Whether ``x`` lies on several devices (sharded or replicated over a mesh): it
+        then gets a segment of its own, with state shaped and placed like it."""
+        return False
+
+    def scalar_device(self, x: Any) -> Any:
+        """Where a 0-d array kept beside ``x`` (a step count) lives."""
+        return array_api_compat.device(x)
+
     def data(self, p: Any) -> Any:
         """The array behind a parameter (a Parameter's detached tensor on torch)."""
         return p
+
+    def sharding(self, x: Any) -> Any:
+        """How ``x`` is split across processes (a torch DTensor's mesh and placements), or
+        None: a segment never mixes two shardings."""
+        return None
+
+    def whole_rows(self, x: Any) -> bool:
+        """Whether each process holds whole rows (first-axis slices) of ``x`` (row-wise
+        options, lazy_mode and grad_centralization, need them)."""
+        return True
+
+    def shard_all_reduce(self, params: list[Any]) -> Callable[[Any], Any] | None:
+        """For parameters whose ``data`` are local shards of tensors split across
+        processes: the sum over processes that turns per-shard sums into whole-tensor
+        sums (None where every process holds whole tensors)."""
+        return None
 
     def flat(self, x: Any) -> Any:
         """``x`` as a 1-D array for reading (a view where possible, else a copy)."""
@@ -98,18 +131,29 @@ class Adapter:
         return value
 
     def bind(self, params: list[Any]) -> Any:
-        """Make the parameters views of one new flat buffer and return it, or None where
-        the library cannot re-point a parameter's storage."""
+        """The one flat buffer whose consecutive slices the parameters are: made so
+        where the library can re-point a parameter's storage (torch), found where the
+        arrays already are so (NumPy arrays carved from one buffer), else None."""
         return None
 
     def is_view_of(self, p: Any, flat: Any, offset: int) -> bool:
         """Whether parameter ``p`` still lives at ``flat[offset:]``."""
         return False
 
+    def shared_flat(self, arrays: list[Any]) -> Any:
+        """A flat view of the buffer the arrays lie in end to end, in order, or None."""
+        return None
+
     def gather(self, arrays: list[Any], out: Any) -> Any:
         """The arrays flattened end to end into ``out`` (where the library can)."""
         xp = self.namespace(out)
         return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+
+    def point_grads(self, params: list[Any], grads: list[Any], flat: Any) -> None:
+        """Make the parameters' gradients ``grads``, just copied into ``flat``, views of
+        ``flat`` (where gradients live on the parameters), so that the next backward pass
+        accumulates into ``flat`` directly."""
+        return None
 
     def backward(self, loss: Any) -> None:
         raise TypeError(f"minimize(loss) needs autograd arrays; {self.name} arrays have none")
@@ -123,6 +167,9 @@ _MODULES = (
     ("is_numpy_array", "numpy"),
 )
 _cache: dict[str, Adapter] = {}
+#: the adapter module of each array type seen so far ("" for types that are not arrays):
+#: the predicates above look only at the type, so one lookup per type is enough
+_module_of_type: dict[type, str] = {}
 
 
 def _load(module: str) -> Adapter:
@@ -131,14 +178,34 @@ def _load(module: str) -> Adapter:
     return _cache[module]
 
 
+def _module_for(x: Any) -> str:
+    kind = type(x)
+    module = _module_of_type.get(kind)
+    if module is None:
+        module = next((m for p, m in _MODULES if getattr(array_api_compat, p)(x)), "")
+        if not module and hasattr(x, "__array_namespace__"):
+            module = "generic"
+        if module == "torch" and _is_dtensor(x):
+            module = "torch_distributed"
+        if not isinstance(x, _NOT_ARRAYS):
+            _module_of_type[kind] = module
+    return module
+
+
+def _is_dtensor(x: Any) -> bool:
+    """A torch DTensor (its module is loaded wherever one exists; torch is not imported)."""
+    tensor = sys.modules.get("torch.distributed.tensor")
+    return tensor is not None and isinstance(x, tensor.DTensor)
+
+
 def adapter_for(x: Any) -> Adapter:
     """The adapter for array ``x``; raises TypeError for things that are not arrays."""
-    for predicate, module in _MODULES:
-        if getattr(array_api_compat, predicate)(x):
-            return _load(module)
-    if hasattr(x, "__array_namespace__"):
-        return _load("generic")
-    raise TypeError(f"expected an array (numpy, torch, jax, cupy or array-API), got {type(x)!r}")
+    module = _module_for(x)
+    if not module:
+        raise TypeError(
+            f"expected an array (numpy, torch, jax, cupy or array-API), got {type(x)!r}"
+        )
+    return _load(module)
 
 
 _NOT_ARRAYS = (list, tuple, dict, str, bytes, int, float, complex, type(None))
@@ -148,6 +215,4 @@ def is_array(x: Any) -> bool:
     """True for any array uniopt can optimize (no import of any framework)."""
     if isinstance(x, _NOT_ARRAYS):  # containers first: also keeps torch.compile tracing
         return False
-    return any(getattr(array_api_compat, p)(x) for p, _ in _MODULES) or hasattr(
-        x, "__array_namespace__"
-    )
+    return bool(_module_for(x))

@@ -24,7 +24,7 @@ from uniopt import loss_scale as loss_scales
 from uniopt import lr as lr_forms
 from uniopt import params as params_forms
 from uniopt import state as state_forms
-from uniopt._adapter import Adapter, adapter_for
+from uniopt._adapter import Adapter, adapter_for, is_array
 from uniopt.custom import CustomOptimizerHelpers
 from uniopt.engine.segment import Segment
 from uniopt.gradients import (
@@ -48,6 +48,19 @@ def _selector(items: Any, default: bool) -> Callable[[str, Any], bool]:
         getattr(x, "name", None) for x in items if isinstance(getattr(x, "name", None), str)
     }
     return lambda name, p: id(p) in ids or name in names
+
+
+def _shard_sum_of_squares(segment: Segment, grads: list[Any]) -> float:
+    """The squared norm of a segment's gradients when they are local shards of tensors
+    split across processes (DTensor): local sums, summed over the processes that hold
+    the other shards (every process gets the same total)."""
+    xp, adapter = segment.xp, segment.adapter
+    local = [adapter.flat(g) for g in grads if g is not None]
+    if not local:
+        return 0.0
+    sums = xp.stack([xp.sum(x * x) for x in local])
+    reduce = segment.layout.all_reduce
+    return float(xp.sum(sums if reduce is None else reduce(sums)))
 
 
 @dataclass(frozen=True)
@@ -219,6 +232,15 @@ class Optimizer(CustomOptimizerHelpers):
             if norm_type != float("inf"):
                 validation.positive(self._owner, "clip_grad_norm_type", norm_type)
         segments = self._plan(names, leaves)
+        if self.lazy_mode or group["grad_centralization"]:
+            for segment in segments:
+                for name, p in zip(segment.names, segment.params):
+                    if not segment.adapter.whole_rows(p):
+                        raise ValueError(
+                            f"{self._owner}: lazy_mode and grad_centralization work on whole "
+                            f"rows, and parameter '{name}' is sharded along another axis "
+                            f"({segment.adapter.sharding(p)})"
+                        )
         self.param_groups.append(group)
         self._segments.append(segments)
         self._ids |= seen_ids
@@ -236,6 +258,9 @@ class Optimizer(CustomOptimizerHelpers):
                     "uniopt writes parameters through flat views"
                 )
             key = (adapter.name, adapter.device(data), adapter.dtype_name(data))
+            key += (adapter.sharding(p),)  # DTensors: one segment per mesh and placements
+            if adapter.multi_device(data):  # sharded jax arrays: a segment each, state like it
+                key += (i,)
             buckets.setdefault(key, []).append(i)
             adapters[key] = adapter
         segments = []
@@ -344,6 +369,9 @@ class Optimizer(CustomOptimizerHelpers):
         for segments, group_grads in zip(self._segments, grads_by_segment):
             for segment, grads in zip(segments, group_grads):
                 xp = segment.xp
+                if segment.adapter.sharding(segment.params[0]) is not None:
+                    total += _shard_sum_of_squares(segment, grads)
+                    continue
                 total += sum(float(xp.sum(g * g)) for g in grads if g is not None)
         if dynamic:
             finite = math.isfinite(total)
@@ -392,6 +420,12 @@ class Optimizer(CustomOptimizerHelpers):
         names = [n for g in self.param_groups for n in g["param_names"]]
         if isinstance(grads, Mapping) and set(grads) == set(names):
             return dict(grads)
+        if (  # the common case, checked first: a flat list in parameter order
+            isinstance(grads, (list, tuple))
+            and len(grads) == len(names)
+            and all(g is None or is_array(g) for g in grads)
+        ):
+            return dict(zip(names, grads))
         if params_forms.is_group_list(grads):
             grads = [g["params"] for g in grads]
         if (
@@ -421,6 +455,13 @@ class Optimizer(CustomOptimizerHelpers):
                 f"{self._owner}: gradient for parameter '{name}' is a {type(g).__name__}, "
                 f"expected a {segment.adapter.name} array like the parameter"
             )
+        if adapter.sharding(g) != adapter.sharding(p):  # DTensors: never redistributed here
+            raise ValueError(
+                f"{self._owner}: gradient for parameter '{name}' is sharded as "
+                f"{adapter.sharding(g)}, expected {adapter.sharding(p)} like the parameter"
+            )
+        if g.shape == p.shape and g.dtype == p.dtype and adapter.same_device(g, p):
+            return
         data = segment.adapter.data(p)
         checks = (
             ("shape", tuple(g.shape), tuple(data.shape)),
@@ -480,7 +521,9 @@ class Optimizer(CustomOptimizerHelpers):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients held on the parameters (torch); a no-op elsewhere."""
-        for group in self.param_groups:
+        for group, segments in zip(self.param_groups, self._segments):
+            if not set_to_none and all(s.zero_grads() for s in segments):
+                continue
             for p in group["params"]:
                 adapter_for(p).clear_grad(p, set_to_none)
 

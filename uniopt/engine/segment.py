@@ -14,7 +14,7 @@ from typing import Any
 import array_api_compat
 
 from uniopt._adapter import Adapter
-from uniopt.engine.execute import update_block_in_place, update_tensors
+from uniopt.engine.execute import step_whole, update_block_in_place, update_tensors
 from uniopt.engine.layout import Layout
 from uniopt.rule import Rule
 
@@ -38,10 +38,16 @@ class Segment:
         #: where each tensor sits in its param group's ``params`` list
         self.positions = list(positions) if positions is not None else list(range(len(params)))
         data = [adapter.data(p) for p in self.params]
-        self.layout = Layout.of(names, [tuple(x.shape) for x in data])
+        self.layout = Layout.of(
+            names, [tuple(x.shape) for x in data], adapter.shard_all_reduce(self.params)
+        )
         self.xp = adapter.namespace(data[0])
         self.dtype = data[0].dtype
         self.device = array_api_compat.device(data[0])
+        #: one tensor on several devices (a sharded jax array): its state arrays keep its
+        #: shape and placement and the rule runs on them unflattened, gathering nothing
+        self.shaped = len(data) == 1 and adapter.multi_device(data[0])
+        self.state_shape = tuple(data[0].shape) if self.shaped else (self.layout.size,)
         #: float16/bfloat16 parameters updated through a float32 master copy (state slot
         #: "master") with float32 optimizer state (multi_precision)
         self.master = master
@@ -52,6 +58,8 @@ class Segment:
         self.profiles: list[Any] = [()] * len(self.params)
         self.state: dict[str, Any] = {}
         self._compiled: dict[Any, Callable] = {}
+        self._planned: dict[tuple, list] = {}
+        self._grad_views: dict[int, tuple[tuple, Any]] = {}
         #: the parameters' storage, when the library lets parameters be re-pointed at
         #: views of one flat buffer (torch): the update then gathers nothing
         self.flat = adapter.bind(self.params) if self.layout.size else None
@@ -68,7 +76,7 @@ class Segment:
         for slot, initial in slots.items():
             if slot not in self.state:
                 self.state[slot] = self.xp.full(
-                    (self.layout.size,), initial, dtype=self.state_dtype, device=self.device
+                    self.state_shape, initial, dtype=self.state_dtype, device=self.device
                 )
         if self.master and "master" not in self.state:
             self.state["master"] = self.xp.astype(self.flat_params(), self.state_dtype)
@@ -77,8 +85,15 @@ class Segment:
         """A flat copy of the segment's parameters (the master copy when there is one)."""
         if "master" in self.state:
             return self.xp.asarray(self.state["master"], copy=True)
+        return self.packed([self.adapter.data(p) for p in self.params])
+
+    def packed(self, arrays: Sequence[Any]) -> Any:
+        """A copy of arrays like the segment's tensors in the form of its state: laid end
+        to end, or (shaped segment) the one tensor as it is."""
         xp = self.xp
-        return xp.concat([xp.reshape(self.adapter.data(p), (-1,)) for p in self.params])
+        parts = arrays if self.shaped else [xp.reshape(a, (-1,)) for a in arrays]
+        # one array: a copy (jax's concat of one array is that array, and state is donated)
+        return xp.asarray(parts[0], copy=True) if len(parts) == 1 else xp.concat(parts)
 
     def runs(self, grads: Sequence[Any]) -> list[tuple[int, int]]:
         """Maximal ``[first, last)`` stretches of tensors with a gradient, equal steps and
@@ -132,18 +147,21 @@ class Segment:
         scalars: Mapping,
         state: dict[str, Any],
     ) -> None:
-        if self.flat is not None:
+        if self.flat is not None and self._keep_bound():
             self._run_flat(rule, first, last, grads, scalars, state)
             return
         adapter, xp = self.adapter, self.xp
         params = [adapter.flat_view(adapter.data(p)) for p in self.params]
         flat_grads = [None if g is None else adapter.flat(g) for g in grads]
-        for block in self.layout.blocks(
-            first, last, adapter.chunk_elements, rule.needs_tensor_reductions
-        ):
+        g_run = self._shared_grads(first, list(grads[first:last]))
+        start = self.layout.spans[first].offset
+        for block in self._blocks(first, last, adapter.chunk_elements, rule):
             own = {k: v[block.start : block.stop] for k, v in state.items()}
             p = block.gather(xp, params)  # a view when the block is one tensor's piece
-            g = block.gather(xp, flat_grads)
+            if g_run is None:
+                g = block.gather(xp, flat_grads)
+            else:
+                g = g_run[block.start - start : block.stop - start]
             update_block_in_place(xp, adapter.write, rule, block, self.dtype, p, g, own, scalars)
             if len(block.pieces) > 1:  # p was a copy: scatter it back
                 for piece, part in zip(block.pieces, block.split(p)):
@@ -161,20 +179,21 @@ class Segment:
         """Parameters are views of ``self.flat``: blocks are plain slices, nothing is
         gathered but the gradients (one concatenation into a reused buffer)."""
         adapter, xp, layout = self.adapter, self.xp, self.layout
-        self._keep_bound()
         start, stop = layout.spans[first].offset, layout.spans[last - 1].stop
-        if self._grads is None:
-            self._grads = xp.empty_like(self.flat)
         p_run = self.flat[start:stop]
-        g_run = adapter.gather(list(grads[first:last]), out=self._grads[start:stop])
+        run_grads = list(grads[first:last])
+        g_run = self._shared_grads(first, run_grads)
+        if g_run is None:
+            if self._grads is None:
+                self._grads = xp.empty_like(self.flat)
+            g_run = adapter.gather(run_grads, out=self._grads[start:stop])
+            adapter.point_grads(self.params[first:last], run_grads, g_run)
         if self.compile:
-            blocks = list(layout.blocks(first, last, None, whole_tensors=True))
+            blocks = self._blocks(first, last, None, rule)
             fn = self._compiled_in_place(rule, first, last, tuple(scalars))
             scalars = {k: adapter.scalar(v, p_run) for k, v in scalars.items()}
         else:
-            blocks = layout.blocks(
-                first, last, adapter.chunk_elements, rule.needs_tensor_reductions
-            )
+            blocks = self._blocks(first, last, adapter.chunk_elements, rule)
             fn = None
         for block in blocks:
             a, b = block.start - start, block.stop - start
@@ -198,14 +217,53 @@ class Segment:
             self._compiled[key] = self.adapter.compile_in_place(step)
         return self._compiled[key]
 
-    def _keep_bound(self) -> None:
-        """Re-bind when a parameter's storage was replaced (``p.data = ...``)."""
+    def _shared_grads(self, first: int, grads: list[Any]) -> Any:
+        """The run's gradients as one flat view, when they lie end to end in one buffer
+        (else None). Remembered while the same gradient objects come back, where an
+        array's memory never moves."""
+        memo = self._grad_views.get(first)
+        same = memo is not None and len(memo[0]) == len(grads)
+        if same and all(a is b for a, b in zip(memo[0], grads)):
+            return memo[1]
+        flat = self.adapter.shared_flat(grads)
+        if flat is not None and self.adapter.fixed_storage:
+            self._grad_views[first] = (tuple(grads), flat)
+        return flat
+
+    def zero_grads(self) -> bool:
+        """Zero every gradient in one call when they are all views of the segment's
+        gradient buffer (see ``Adapter.point_grads``); False when they are not."""
+        if self._grads is None or not self.adapter.grads_on_params:
+            return False
+        grads = [self.adapter.get_grad(p) for p in self.params]
+        if any(g is None for g in grads) or self.adapter.shared_flat(grads) is None:
+            return False
+        if not self.adapter.is_view_of(grads[0], self._grads, 0):
+            return False
+        self._grads[...] = 0
+        return True
+
+    def _blocks(self, first: int, last: int, max_elements: int | None, rule: Rule) -> list:
+        """The layout's blocks for a run (one block when ``max_elements`` is None),
+        planned once and reused every step."""
+        whole = max_elements is None or rule.needs_tensor_reductions
+        key = (first, last, max_elements, whole)
+        if key not in self._planned:
+            self._planned[key] = list(self.layout.blocks(first, last, max_elements, whole))
+        return self._planned[key]
+
+    def _keep_bound(self) -> bool:
+        """Re-bind when a parameter's storage was replaced (``p.data = ...``); False when
+        the parameters no longer share one flat buffer."""
         adapter = self.adapter
+        if adapter.fixed_storage:  # nothing can have moved
+            return True
         for p, span in zip(self.params, self.layout.spans):
             if not adapter.is_view_of(adapter.data(p), self.flat, span.offset):
                 self.flat = adapter.bind(self.params)
                 self._grads = None
-                return
+                break
+        return self.flat is not None
 
     def _run_functional(
         self,
@@ -248,4 +306,9 @@ class Segment:
             new_state["master"] = xp.concat([whole[:start], *flat, whole[stop:]])
             return [xp.astype(m, p.dtype) for m, p in zip(new_master, params)], new_state
 
-        return self.adapter.compile(step, donate_argnums=(2,)) or step
+        def shaped_step(params, grads, state, scalars):
+            new_p, new_state = step_whole(xp, rule, params[0], grads[0], state, scalars)
+            return [new_p], new_state
+
+        fn = shaped_step if self.shaped else step
+        return self.adapter.compile(fn, donate_argnums=(2,)) or fn
