@@ -10,8 +10,8 @@ cache-sized, or never splitting a tensor when the rule reduces over whole tensor
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -46,6 +46,9 @@ class Block:
     start: int
     stop: int
     pieces: tuple[Piece, ...]
+    #: where each process holds a shard of the tensors: turns the shards' sums into
+    #: the whole tensors' (a cross-process all-reduce)
+    all_reduce: Callable[[Any], Any] | None = None
 
     def gather(self, xp: Any, flats: Sequence[Any]) -> Any:
         """The block's values from the tensors' flat views (a view when one piece)."""
@@ -66,7 +69,8 @@ class Block:
 
     def tensor_sums(self, xp: Any, x: Any) -> Any:
         """Per-tensor sums of a block-sized array (the block must hold whole tensors)."""
-        return xp.stack([xp.sum(part) for part in self.split(x)])
+        sums = xp.stack([xp.sum(part) for part in self.split(x)])
+        return sums if self.all_reduce is None else self.all_reduce(sums)
 
     def expand(self, xp: Any, per_tensor: Any) -> Any:
         """Broadcast one value per tensor back to every element of the block."""
@@ -81,15 +85,25 @@ class Layout:
     """The segment table of one segment."""
 
     spans: tuple[Span, ...]
+    #: the segment's tensors are local shards of tensors split across processes (torch
+    #: DTensor): turns per-tensor sums over the shards into the whole tensors' sums.
+    #: Every process must then make the same reductions in the same order, so a run
+    #: whose rule reduces over whole tensors is one block (with empty shards too)
+    all_reduce: Callable[[Any], Any] | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> Layout:
+    def of(
+        cls,
+        names: Sequence[str],
+        shapes: Sequence[tuple[int, ...]],
+        all_reduce: Callable[[Any], Any] | None = None,
+    ) -> Layout:
         spans, offset = [], 0
         for name, shape in zip(names, shapes):
             size = math.prod(shape)
             spans.append(Span(name, tuple(shape), offset, size))
             offset += size
-        return cls(tuple(spans))
+        return cls(tuple(spans), all_reduce)
 
     @property
     def size(self) -> int:
@@ -107,11 +121,14 @@ class Layout:
         spans = self.spans[first:last]
         if not spans:
             return
+        if whole_tensors and self.all_reduce is not None:
+            max_elements = None
         if max_elements is None:
             yield Block(
                 spans[0].offset,
                 spans[-1].stop,
                 tuple(Piece(first + i, 0, s.size, s.shape) for i, s in enumerate(spans)),
+                all_reduce=self.all_reduce,
             )
             return
         pieces: list[Piece] = []
