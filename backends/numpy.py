@@ -12,6 +12,7 @@ from uniopt._adapter import Adapter
 class NumpyAdapter(Adapter):
     name = "numpy"
     fixed_storage = True
+    replays_plans = True
     chunk_elements = 1 << 15
 
     def device(self, x: Any) -> str:

@@ -33,6 +33,8 @@ class Adapter:
     #: an array's memory never moves (NumPy, CuPy): what is found about where an array
     #: lies stays true for as long as the array object lives
     fixed_storage = False
+    #: eager elementwise rules replay a recorded in-place plan (NumPy ufuncs)
+    replays_plans = False
     #: elements per block on eager paths: a block's temporaries stay cache-sized
     chunk_elements = 1 << 16
 

@@ -16,6 +16,7 @@ import array_api_compat
 from uniopt._adapter import Adapter
 from uniopt.engine.execute import step_whole, update_block_in_place, update_tensors
 from uniopt.engine.layout import Layout
+from uniopt.engine.plan import Plan, Untraceable
 from uniopt.rule import Rule
 
 ScalarsAt = Callable[[int, Any], Mapping[str, Any]]
@@ -59,6 +60,7 @@ class Segment:
         self.state: dict[str, Any] = {}
         self._compiled: dict[Any, Callable] = {}
         self._planned: dict[tuple, list] = {}
+        self._scratch: dict[Any, tuple[Plan, list]] = {}
         self._grad_views: dict[int, tuple[tuple, Any]] = {}
         #: the parameters' storage, when the library lets parameters be re-pointed at
         #: views of one flat buffer (torch): the update then gathers nothing
@@ -155,6 +157,7 @@ class Segment:
         flat_grads = [None if g is None else adapter.flat(g) for g in grads]
         g_run = self._shared_grads(first, list(grads[first:last]))
         start = self.layout.spans[first].offset
+        run_block = self._eager(rule, scalars, state)
         for block in self._blocks(first, last, adapter.chunk_elements, rule):
             own = {k: v[block.start : block.stop] for k, v in state.items()}
             p = block.gather(xp, params)  # a view when the block is one tensor's piece
@@ -162,7 +165,7 @@ class Segment:
                 g = block.gather(xp, flat_grads)
             else:
                 g = g_run[block.start - start : block.stop - start]
-            update_block_in_place(xp, adapter.write, rule, block, self.dtype, p, g, own, scalars)
+            run_block(block, p, g, own)
             if len(block.pieces) > 1:  # p was a copy: scatter it back
                 for piece, part in zip(block.pieces, block.split(p)):
                     adapter.write(params[piece.index][piece.lo : piece.hi], part)
@@ -194,16 +197,52 @@ class Segment:
             scalars = {k: adapter.scalar(v, p_run) for k, v in scalars.items()}
         else:
             blocks = self._blocks(first, last, adapter.chunk_elements, rule)
-            fn = None
+            fn = self._eager(rule, scalars, state)
         for block in blocks:
             a, b = block.start - start, block.stop - start
             own = {k: v[block.start : block.stop] for k, v in state.items()}
-            if fn is not None:
+            if self.compile:
                 fn(p_run[a:b], g_run[a:b], own, scalars)
             else:
-                update_block_in_place(
-                    xp, adapter.write, rule, block, self.dtype, p_run[a:b], g_run[a:b], own, scalars
-                )
+                fn(block, p_run[a:b], g_run[a:b], own)
+
+    def _eager(self, rule: Rule, scalars: Mapping, state: Mapping[str, Any]) -> Callable:
+        """``run_block(block, p, g, own_state)``: the rule on one block, written in place;
+        replayed from a recorded plan where the adapter allows it and the rule is
+        elementwise (bitwise the same numbers, see :mod:`uniopt.engine.plan`)."""
+        xp, write, dtype = self.xp, self.adapter.write, self.dtype
+
+        def as_written(block, p, g, own):
+            update_block_in_place(xp, write, rule, block, dtype, p, g, own, scalars)
+
+        if not self.adapter.replays_plans or "master" in state:
+            return as_written
+        key = ("plan", rule, tuple(scalars), tuple(state))
+        plan = self._compiled.get(key)
+        values = plan.scalar_values(scalars) if plan is not None else None
+        if values is None and self._compiled.get(key, 0) is not None:
+            dtypes = {"p": dtype, "g": dtype, **{k: v.dtype for k, v in state.items()}}
+            block = next(self.layout.blocks(0, 1, None, whole_tensors=True))
+            try:
+                plan = Plan.trace(xp, rule, block, dtypes, scalars)
+            except Untraceable:
+                plan = None
+            self._compiled[key] = plan
+            values = plan.scalar_values(scalars) if plan is not None else None
+        if values is None:
+            return as_written
+        size = self.adapter.chunk_elements
+        owner, scratch = self._scratch.get(key, (None, []))
+        if owner is not plan or any(x.shape[0] < size for x in scratch):
+            scratch = plan.scratch(xp, size)
+            self._scratch[key] = (plan, scratch)
+
+        def replayed(block, p, g, own):
+            if block.stop - block.start > size:  # a whole tensor larger than a chunk
+                return as_written(block, p, g, own)
+            plan.run(xp, {"p": p, "g": g, **own}, values, scratch)
+
+        return replayed
 
     def _compiled_in_place(self, rule: Rule, first: int, last: int, names: tuple) -> Callable:
         key = ("in_place", rule, first, last, names)

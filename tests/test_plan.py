@@ -1,0 +1,94 @@
+"""The recorded in-place plans of eager NumPy give the numbers of the rule evaluated as
+written, bit for bit, for every registry case; what a plan cannot replay runs as
+written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from uniopt.backends.numpy import ADAPTER
+
+import uniopt
+from uniopt.engine.plan import Plan, Untraceable
+from uniopt.parity.cases import CASES
+
+# one tensor larger than a block, so blocks are both whole and partial tensors
+SHAPES = [(3 * ADAPTER.chunk_elements // 2 + 7,), (3, 4), (5,)]
+
+
+def run(case, replay, dtype=np.float32, steps=4, between=None):
+    saved = ADAPTER.replays_plans
+    ADAPTER.replays_plans = replay
+    try:
+        rng = np.random.default_rng(0)
+        params = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+        opt = case.build(params)
+        for t in range(steps):
+            if between is not None:
+                between(opt, t)
+            opt.step([rng.standard_normal(s).astype(dtype) for s in SHAPES])
+        return params, opt
+    finally:
+        ADAPTER.replays_plans = saved
+
+
+def plans(opt):
+    inner = getattr(opt, "inner", opt)
+    return [v for k, v in inner._segments[0][0]._compiled.items() if k[0] == "plan"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_replayed_plan_is_bitwise_the_rule_as_written(case, dtype):
+    written, _ = run(case, replay=False, dtype=dtype)
+    replayed, opt = run(case, replay=True, dtype=dtype)
+    for a, b in zip(written, replayed):
+        np.testing.assert_array_equal(a, b)
+    if case.algorithm in ("lamb", "lars_momentum"):  # per-tensor norms: as written
+        assert plans(opt) and all(p is None for p in plans(opt))
+    else:
+        assert plans(opt) and all(isinstance(p, Plan) for p in plans(opt))
+
+
+def test_a_scalar_branch_is_a_guard_and_a_changed_outcome_traces_again():
+    # Adam's L2 penalty is skipped while weight_decay == 0.0 (a Python branch)
+    case = next(c for c in CASES if c.id == "adam-default")
+
+    def schedule(opt, t):
+        opt.param_groups[0]["weight_decay"] = 0.0 if t < 2 else 0.1
+
+    written, _ = run(case, replay=False, between=schedule)
+    replayed, opt = run(case, replay=True, between=schedule)
+    for a, b in zip(written, replayed):
+        np.testing.assert_array_equal(a, b)
+    (plan,) = [p for p in plans(opt) if p is not None]
+    assert plan.guards  # the current plan was traced with the decay on
+
+
+def test_numpy_scalar_hyperparameters_run_as_written():
+    # a float64 NumPy scalar promotes differently from a Python float: no plan
+    case = next(c for c in CASES if c.id == "sgd-momentum")
+
+    def numpy_lr(opt, t):
+        opt.param_groups[0]["lr"] = np.float64(0.05)
+
+    written, _ = run(case, replay=False, between=numpy_lr)
+    replayed, opt = run(case, replay=True, between=numpy_lr)
+    for a, b in zip(written, replayed):
+        np.testing.assert_array_equal(a, b)
+    assert all(p is None for p in plans(opt))
+
+
+def test_what_a_plan_cannot_replay_is_refused_when_recorded():
+    class Indexing(uniopt.SGD.rule):
+        def update(self, xp, p, g, state, s, block):
+            return -s.lr * g[::-1], {}
+
+    class Baked(uniopt.SGD.rule):
+        def update(self, xp, p, g, state, s, block):
+            return -float(s.lr) * g, {}  # would freeze this step's lr
+
+    block = next(uniopt.engine.layout.Layout.of(["x"], [(4,)]).blocks(0, 1, None, True))
+    for rule in (Indexing(), Baked()):
+        with pytest.raises(Untraceable):
+            Plan.trace(np, rule, block, {"p": np.float32, "g": np.float32}, {"lr": 0.1})

@@ -1,0 +1,409 @@
+"""An in-place replay of an elementwise rule, for eager NumPy and CuPy.
+
+Evaluated as written, a rule allocates a new array for every operation of its
+equation. ``Plan.trace`` runs the rule once on symbolic stand-ins and records its
+operations; ``Plan.run`` then replays them with the array library's ufuncs writing
+into a few reused, block-sized scratch buffers, the final values straight into the
+state and parameter arrays. The operations, their order, their operand dtypes and
+the Python arithmetic on per-step scalars are exactly the rule's, so the results are
+bitwise those of the plain evaluation, which remains the reference: a rule that does
+anything the recorder does not know (reductions, indexing, a branch on an array's
+values) is not traced, and runs as written.
+
+Per-step scalars are recorded as expressions: a step's values go through the same
+Python float operations the rule does. A Python branch on a scalar's value (``if wd
+== 0``) is recorded as a guard; a step whose scalars decide it differently is not
+replayed (the caller traces again).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from uniopt.engine.layout import Block
+from uniopt.rule import Rule, Scalars
+
+
+class Untraceable(Exception):
+    """The rule did something a plan cannot replay."""
+
+
+# ---- recording ----------------------------------------------------------------------
+
+
+class _Recorder:
+    def __init__(self, dtypes: Mapping[str, Any], scalars: Mapping[str, Any]):
+        self.steps: list[tuple] = []  #: (kind, function, argument refs, dtype)
+        self.inputs = {name: ("input", name) for name in dtypes}
+        self.dtypes: dict[Any, Any] = {("input", n): np.dtype(d) for n, d in dtypes.items()}
+        self.scalar_steps: list[tuple[Callable, tuple]] = []  #: scalar ops, in order
+        self.scalar_names: list[str] = []
+        self.guards: list[tuple[Callable, tuple, Any]] = []
+        self.scalars = {}
+        for name, value in scalars.items():
+            if type(value) is not float:  # numpy scalars, 0-d arrays: promotion differs
+                raise Untraceable(f"scalar {name!r} is a {type(value).__name__}")
+            self.scalar_names.append(name)
+            self.scalars[name] = _Sym(value, self, ("scalar", len(self.scalar_names) - 1))
+
+    # scalar expressions
+    def scalar_op(self, fn: Callable, args: tuple) -> _Sym:
+        value = fn(*(_value(a) for a in args))
+        if type(value) is not float:
+            raise Untraceable("a scalar expression that is not a float")
+        refs = tuple(a.ref if isinstance(a, _Sym) else ("const", a) for a in args)
+        self.scalar_steps.append((fn, refs))
+        return _Sym(value, self, ("scalar", len(self.scalar_names) + len(self.scalar_steps) - 1))
+
+    def guard(self, fn: Callable, args: tuple) -> Any:
+        result = fn(*(_value(a) for a in args))
+        refs = tuple(a.ref if isinstance(a, _Sym) else ("const", a) for a in args)
+        self.guards.append((fn, refs, result))
+        return result
+
+    # array operations
+    def operand(self, x: Any) -> tuple[Any, Any]:
+        """``(ref, stand-in)`` of an operand; the stand-in gives numpy's result dtype."""
+        if isinstance(x, _Arr):
+            return x.ref, np.ones(1, self.dtypes[x.ref])
+        if isinstance(x, _Sym):
+            return x.ref, _value(x)
+        if type(x) in (float, int, bool):
+            return ("const", x), x
+        raise Untraceable(f"an operand of type {type(x).__name__}")
+
+    def record(self, kind: str, fn: Callable, args: tuple, dtype: Any = None) -> _Arr:
+        refs, stand_ins = zip(*(self.operand(a) for a in args))
+        if dtype is None:
+            with np.errstate(all="ignore"):
+                dtype = np.asarray(_call(kind, fn, stand_ins)).dtype
+        ref = ("node", len(self.steps))
+        self.steps.append((kind, fn, refs, np.dtype(dtype)))
+        self.dtypes[ref] = np.dtype(dtype)
+        return _Arr(self, ref)
+
+
+def _value(x: Any) -> Any:
+    """A recorded scalar's value now, as a plain float."""
+    return float.__float__(x) if isinstance(x, _Sym) else x
+
+
+def _call(kind: str, fn: Callable, args: tuple) -> Any:
+    """Evaluate one recorded operation eagerly (for result dtypes)."""
+    if kind == "where":
+        return np.where(*args)
+    if kind == "fill":
+        return np.full_like(args[0], fn)
+    return fn(*args)
+
+
+def _binary(ufunc: Any, reflected: bool = False) -> Callable:
+    def method(self: _Arr, other: Any) -> Any:
+        args = (other, self) if reflected else (self, other)
+        return self.recorder.record("ufunc", ufunc, args)
+
+    return method
+
+
+class _Arr:
+    """A block-sized array while the rule is recorded."""
+
+    __array_ufunc__ = None  # numpy operands defer to these methods
+
+    def __init__(self, recorder: _Recorder, ref: Any):
+        self.recorder, self.ref = recorder, ref
+
+    @property
+    def dtype(self) -> Any:
+        return self.recorder.dtypes[self.ref]
+
+    def __getattr__(self, name: str) -> Any:
+        raise Untraceable(f"array attribute {name!r}")
+
+    def __bool__(self) -> bool:
+        raise Untraceable("a Python branch on array values")
+
+    def __getitem__(self, key: Any) -> Any:
+        raise Untraceable("indexing")
+
+    __add__, __radd__ = _binary(np.add), _binary(np.add, True)
+    __sub__, __rsub__ = _binary(np.subtract), _binary(np.subtract, True)
+    __mul__, __rmul__ = _binary(np.multiply), _binary(np.multiply, True)
+    __truediv__, __rtruediv__ = _binary(np.divide), _binary(np.divide, True)
+    __lt__, __le__ = _binary(np.less), _binary(np.less_equal)
+    __gt__, __ge__ = _binary(np.greater), _binary(np.greater_equal)
+    __and__, __or__ = _binary(np.bitwise_and), _binary(np.bitwise_or)
+
+    def __neg__(self) -> _Arr:
+        return self.recorder.record("ufunc", np.negative, (self,))
+
+    def __abs__(self) -> _Arr:
+        return self.recorder.record("ufunc", np.absolute, (self,))
+
+    def __invert__(self) -> _Arr:
+        return self.recorder.record("ufunc", np.invert, (self,))
+
+
+def _scalar_method(fn: Callable, reflected: bool = False, guard: bool = False) -> Callable:
+    def method(self: _Sym, *other: Any) -> Any:
+        if other and isinstance(other[0], _Arr):
+            return NotImplemented
+        if other and type(other[0]) not in (float, int, bool, _Sym):
+            return NotImplemented
+        args = (other[0], self) if reflected else (self, *other)
+        if guard:
+            return self.recorder.guard(fn, args)
+        return self.recorder.scalar_op(fn, args)
+
+    return method
+
+
+def _guard(fn: Callable) -> Callable:
+    """A comparison or truth test of a scalar: recorded as a guard, answered now."""
+    return _scalar_method(fn, guard=True)
+
+
+class _Sym(float):
+    """A per-step scalar while the rule is recorded: its value now, and how it is made."""
+
+    def __new__(cls, value: float, recorder: _Recorder, ref: Any) -> _Sym:
+        obj = super().__new__(cls, value)
+        obj.recorder, obj.ref = recorder, ref
+        return obj
+
+    __add__, __radd__ = _scalar_method(operator.add), _scalar_method(operator.add, True)
+    __sub__, __rsub__ = _scalar_method(operator.sub), _scalar_method(operator.sub, True)
+    __mul__, __rmul__ = _scalar_method(operator.mul), _scalar_method(operator.mul, True)
+    __truediv__ = _scalar_method(operator.truediv)
+    __rtruediv__ = _scalar_method(operator.truediv, True)
+    __pow__, __rpow__ = _scalar_method(operator.pow), _scalar_method(operator.pow, True)
+    __neg__, __abs__ = _scalar_method(operator.neg), _scalar_method(operator.abs)
+    __eq__, __ne__ = _guard(operator.eq), _guard(operator.ne)
+    __lt__, __le__ = _guard(operator.lt), _guard(operator.le)
+    __gt__, __ge__ = _guard(operator.gt), _guard(operator.ge)
+    __bool__ = _guard(bool)
+    __hash__ = float.__hash__
+
+    def __float__(self) -> float:  # would make this step's value a constant
+        raise Untraceable("a scalar converted to a Python float")
+
+    __int__ = __index__ = __round__ = __trunc__ = __floor__ = __ceil__ = __float__
+
+
+class _Namespace:
+    """The array functions a recorded rule may call (elementwise ones only)."""
+
+    def __init__(self, recorder: _Recorder, real: Any):
+        self._recorder, self._real = recorder, real
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _UNARY:
+            return lambda x: self._recorder.record("ufunc", _UNARY[name], (x,))
+        if name in _BINARY:
+            return lambda a, b: self._recorder.record("ufunc", _BINARY[name], (a, b))
+        value = getattr(self._real, name, None)
+        if isinstance(value, (type, np.dtype)):  # dtypes: xp.float32
+            return value
+        raise Untraceable(f"xp.{name}")
+
+    def where(self, condition: Any, a: Any, b: Any) -> _Arr:
+        return self._recorder.record("where", None, (condition, a, b))
+
+    def ones_like(self, x: _Arr) -> _Arr:
+        return self._recorder.record("fill", 1, (x,))
+
+    def zeros_like(self, x: _Arr) -> _Arr:
+        return self._recorder.record("fill", 0, (x,))
+
+    def astype(self, x: _Arr, dtype: Any) -> _Arr:
+        return self._recorder.record("astype", None, (x,), dtype=dtype)
+
+
+_UNARY = {
+    "sqrt": np.sqrt,
+    "abs": np.absolute,
+    "sign": np.sign,
+    "exp": np.exp,
+    "log": np.log,
+    "square": np.square,
+    "negative": np.negative,
+}
+_BINARY = {
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "add": np.add,
+    "subtract": np.subtract,
+    "multiply": np.multiply,
+    "divide": np.divide,
+}
+
+# ---- the plan ------------------------------------------------------------------------
+
+
+class Plan:
+    """A rule's update of one block as a list of in-place operations."""
+
+    def __init__(self, recorder: _Recorder, outputs: dict[str, Any]):
+        self.scalar_names = recorder.scalar_names
+        self.scalar_steps = recorder.scalar_steps
+        self.guards = recorder.guards
+        self.dtypes = recorder.dtypes
+        self.program, self.slots = self._allocate(recorder.steps, outputs)
+
+    @classmethod
+    def trace(
+        cls,
+        xp: Any,
+        rule: Rule,
+        block: Block,
+        dtypes: Mapping[str, Any],
+        scalars: Mapping[str, Any],
+    ) -> Plan:
+        """Record ``p + delta`` and the new state of ``rule`` on a block whose arrays
+        (``"p"``, ``"g"`` and the state slots) have ``dtypes``. Raises Untraceable."""
+        if rule.needs_tensor_reductions:
+            raise Untraceable("per-tensor reductions")
+        recorder = _Recorder(dtypes, scalars)
+        arrays = {name: _Arr(recorder, ref) for name, ref in recorder.inputs.items()}
+        state = {k: v for k, v in arrays.items() if k not in ("p", "g")}
+        try:
+            delta, new_state = rule.update(
+                _Namespace(recorder, xp),
+                arrays["p"],
+                arrays["g"],
+                state,
+                Scalars(recorder.scalars),
+                block,
+            )
+            new_p = arrays["p"] + delta
+        except Untraceable:
+            raise
+        except Exception as error:  # whatever the stand-ins could not do
+            raise Untraceable(repr(error)) from error
+        outputs = {k: v for k, v in new_state.items()}
+        outputs["p"] = new_p
+        for name, value in outputs.items():
+            if not isinstance(value, _Arr) or name not in dtypes:
+                raise Untraceable(f"output {name!r}")
+        return cls(recorder, {k: v.ref for k, v in outputs.items()})
+
+    def _allocate(self, steps: list[tuple], outputs: dict[str, Any]) -> tuple[list, list]:
+        """Give each operation an output location: an output array where it is the
+        output's final value and nothing later reads that array's old value, else a
+        scratch slot freed after its last reader."""
+        last_read: dict[Any, int] = {}
+        for i, (_, _, refs, _) in enumerate(steps):
+            for ref in refs:
+                last_read[ref] = i
+        end = len(steps)
+        for ref in outputs.values():
+            last_read[ref] = end
+        direct: dict[Any, str] = {}
+        for name, ref in outputs.items():
+            i = ref[1] if ref[0] == "node" else -1
+            if (
+                i >= 0
+                and ref not in direct
+                and steps[i][0] != "where"
+                and self.dtypes[ref] == self.dtypes[("input", name)]
+                and last_read.get(("input", name), -1) <= i
+            ):
+                direct[ref] = name
+        location: dict[Any, Any] = {}
+        free: dict[Any, list[int]] = {}
+        slots: list[Any] = []
+        program = []
+        for i, (kind, fn, refs, dtype) in enumerate(steps):
+            ref = ("node", i)
+            read = dict.fromkeys(r for r in refs if r[0] == "node")  # each once
+            released = [location[r] for r in read if last_read[r] == i]
+            if kind != "where":  # elementwise ufuncs may write over an operand
+                self._release(released, free, slots)
+            if ref in direct:
+                location[ref] = ("input", direct[ref])
+            else:
+                pool = free.setdefault(dtype, [])
+                if not pool:
+                    slots.append(dtype)
+                    pool.append(len(slots) - 1)
+                location[ref] = ("slot", pool.pop())
+            if kind == "where":
+                self._release(released, free, slots)
+            args = tuple(location.get(r, r) for r in refs)
+            program.append((kind, fn, args, location[ref]))
+        copies = []
+        for name, ref in outputs.items():
+            source = location.get(ref, ref)
+            if source != ("input", name):
+                copies.append((name, source))
+        targets = {name for name, _ in copies}
+        if any(source[0] == "input" and source[1] in targets for _, source in copies):
+            raise Untraceable("outputs that exchange arrays")
+        return program + [("copy", name, (source,), ("input", name)) for name, source in copies], (
+            slots
+        )
+
+    @staticmethod
+    def _release(locations: list, free: dict, slots: list) -> None:
+        for loc in locations:
+            if loc[0] == "slot":
+                free.setdefault(slots[loc[1]], []).append(loc[1])
+
+    def scalar_values(self, scalars: Mapping[str, Any]) -> list[Any] | None:
+        """This step's scalar table, or None when a scalar or a guard rules the plan out."""
+        values = []
+        for name in self.scalar_names:
+            value = scalars.get(name)
+            if type(value) is not float:
+                return None
+            values.append(value)
+        for fn, refs in self.scalar_steps:
+            values.append(fn(*(values[r[1]] if r[0] == "scalar" else r[1] for r in refs)))
+        for fn, refs, result in self.guards:
+            if fn(*(values[r[1]] if r[0] == "scalar" else r[1] for r in refs)) != result:
+                return None
+        return values
+
+    def run(
+        self,
+        xp: Any,
+        arrays: Mapping[str, Any],
+        values: list[Any],
+        scratch: list[Any],
+    ) -> None:
+        """Replay on one block: ``arrays`` are its ``"p"``, ``"g"`` and state arrays
+        (written in place), ``values`` the step's scalar table, ``scratch`` one array
+        per slot, at least block-sized."""
+        n = arrays["p"].shape[0]
+        buffers = [s[:n] for s in scratch]
+
+        def get(ref: Any) -> Any:
+            kind, key = ref
+            if kind == "input":
+                return arrays[key]
+            if kind == "slot":
+                return buffers[key]
+            if kind == "scalar":
+                return values[key]
+            return key  # a constant
+
+        for kind, fn, refs, out in self.program:
+            dst = get(out)
+            if kind == "ufunc":
+                fn(*(get(r) for r in refs), out=dst)
+            elif kind == "where":
+                condition, a, b = (get(r) for r in refs)
+                xp.copyto(dst, b)
+                xp.copyto(dst, a, where=condition)
+            elif kind == "fill":
+                dst.fill(fn)
+            else:  # "astype", "copy"
+                xp.copyto(dst, get(refs[0]), casting="unsafe" if kind == "astype" else "same_kind")
+
+    def scratch(self, xp: Any, size: int) -> list[Any]:
+        """Scratch arrays for blocks of up to ``size`` elements."""
+        return [xp.empty(size, dtype=dtype) for dtype in self.slots]
