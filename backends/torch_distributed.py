@@ -77,10 +77,10 @@ class DTensorAdapter(TorchAdapter):
         if not groups:
             return None
 
-        def all_reduce(sums: Any) -> Any:
-            out = sums.clone()
+        def all_reduce(x: Any, op: str = "sum") -> Any:
+            out = x.clone()
             for group in groups:
-                dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+                dist.all_reduce(out, op=_OPS[op], group=group)
             return out
 
         return all_reduce
@@ -137,6 +137,9 @@ class DTensorAdapter(TorchAdapter):
     def barrier(self) -> None:
         if dist.is_initialized():
             dist.barrier()
+
+
+_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
 
 
 def _torch_dtype(a: np.ndarray) -> Any:

@@ -298,6 +298,25 @@ def different_meshes(mesh, world: int) -> dict:
     }
 
 
+def group_clip(mesh) -> dict:
+    """OneFlow's per-group ``clip_grad`` (``clip_grad_max_norm``) over DTensor gradients
+    (uneven and empty shards, a replicated one): the norm spans the processes, as
+    ``torch.nn.utils.clip_grad_norm_`` on the whole tensors."""
+    out = {}
+    for norm_type in (2.0, 3.0, float("inf")):
+        params = dtensor_params(mesh, PROBLEM.init)
+        groups = [{"params": params, "clip_grad_max_norm": 0.5, "clip_grad_norm_type": norm_type}]
+        opt = uniopt.SGD(groups, lr=0.1)
+        set_grads(params, 1)
+        opt.clip_grad()
+        got = [p.grad.full_tensor().numpy() for p in params]
+        whole = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in PROBLEM.init]
+        set_grads(whole, 1)
+        torch.nn.utils.clip_grad_norm_(whole, 0.5, norm_type=norm_type)
+        out[str(norm_type)] = deviation(got, [p.grad.numpy() for p in whole])[1]
+    return {"rel": max(out.values()), "each": out}
+
+
 def refusals(mesh) -> dict:
     """What must be refused, with the message, changing nothing."""
     out = {}
@@ -421,6 +440,7 @@ def main(rank: int, world: int, port: int, directory: str, source: int | None) -
         report.run("mixed-group", mixed_group, mesh, single)
         report.run("different-meshes", different_meshes, mesh, world)
         report.run("refusals", refusals, mesh)
+        report.run("group-clip", group_clip, mesh)
     if world == 2 and (not only or only == "ddp"):
         report.run("ddp", ddp_check, rank)
     if not only or only == "ckpt":

@@ -121,6 +121,13 @@ def test_bad_sharded_input_is_refused_clearly(runs, world):
     check(runs, world, "refusals")
 
 
+@pytest.mark.parametrize("world", WORLDS)
+def test_group_clip_grad_spans_processes(runs, world):
+    """``clip_grad()`` with ``clip_grad_max_norm`` (norm types 2, 3, inf) on DTensor
+    gradients equals ``torch.nn.utils.clip_grad_norm_`` on the whole tensors."""
+    assert check(runs, world, "group-clip")["rel"] <= TOLERANCE
+
+
 def test_ddp_matches_torch_optim(runs):
     assert check(runs, 2, "ddp")["rel"] <= TOLERANCE
 

@@ -79,8 +79,9 @@ class Adapter:
 
     def shard_all_reduce(self, params: list[Any]) -> Callable[[Any], Any] | None:
         """For parameters whose ``data`` are local shards of tensors split across
-        processes: the sum over processes that turns per-shard sums into whole-tensor
-        sums (None where every process holds whole tensors)."""
+        processes: ``f(x, op="sum")``, the sum (or ``"max"``) over processes that turns
+        per-shard sums into whole-tensor sums (None where every process holds whole
+        tensors)."""
         return None
 
     def flat(self, x: Any) -> Any:

@@ -63,6 +63,21 @@ def _shard_sum_of_squares(segment: Segment, grads: list[Any]) -> float:
     return float(xp.sum(sums if reduce is None else reduce(sums)))
 
 
+def _shard_norm(g: Any, norm_type: float) -> float:
+    """The ``norm_type``-norm of a gradient split across processes (DTensor), from its
+    local shard: partial sums of ``|g|^p`` (or the maximum) over the shards."""
+    adapter = adapter_for(g)
+    local = adapter.flat(g)
+    xp = adapter.namespace(local)
+    reduce = adapter.shard_all_reduce([g]) or (lambda x, op="sum": x)
+    magnitudes = xp.abs(local)
+    if norm_type == math.inf:
+        padded = xp.concat([magnitudes, xp.zeros((1,), dtype=local.dtype, device=local.device)])
+        return float(reduce(xp.reshape(xp.max(padded), (1,)), "max")[0])
+    total = reduce(xp.reshape(xp.sum(magnitudes**norm_type), (1,)), "sum")
+    return float(total[0]) ** (1.0 / norm_type)
+
+
 @dataclass(frozen=True)
 class CustomRule(Rule):
     """The hyperparameters of an optimizer written with ``construct`` (see uniopt.custom)."""
@@ -501,6 +516,9 @@ class Optimizer(CustomOptimizerHelpers):
             norm_type = float(group["clip_grad_norm_type"])
             norms = []
             for n in present:
+                if adapter_for(found[n]).sharding(found[n]) is not None:
+                    norms.append(_shard_norm(found[n], norm_type))
+                    continue
                 xp = adapter_for(found[n]).namespace(found[n])
                 norms.append(float(xp.linalg.vector_norm(found[n], ord=norm_type)))
             if norm_type == math.inf:
