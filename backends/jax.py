@@ -24,6 +24,46 @@ class JaxAdapter(Adapter):
         sharding = getattr(x, "sharding", None)
         return str(sharding) if sharding is not None else "traced"
 
+    def multi_device(self, x: Any) -> bool:
+        if isinstance(x, jax.core.Tracer):  # known while tracing only on explicit meshes
+            mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
+            explicit = jax.sharding.AxisType.Explicit in getattr(mesh, "axis_types", ())
+            return explicit and mesh.size > 1
+        sharding = getattr(x, "sharding", None)
+        return sharding is not None and len(sharding.device_set) > 1
+
+    def same_device(self, a: Any, b: Any) -> bool:
+        """Same devices and the same split over them (``P()`` and ``P(None)`` alike)."""
+        return a.sharding.is_equivalent_to(b.sharding, a.ndim)
+
+    def scalar_device(self, x: Any) -> Any:
+        """A single device's array: its device; over a mesh: replicated on the mesh;
+        while tracing: None (jit places it)."""
+        if isinstance(x, jax.core.Tracer):
+            return None
+        sharding = x.sharding
+        if len(sharding.device_set) == 1:
+            return next(iter(sharding.device_set))
+        if isinstance(sharding, jax.sharding.NamedSharding):
+            return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+        return None
+
+    def shard_all_reduce(self, params: list[Any]) -> Callable[[Any], Any] | None:
+        """Inside ``shard_map``, where each device holds a shard of the tensors: a psum
+        over the mesh axes they vary along (the axes they are sharded over); else None."""
+        axes: set[str] = set()
+        for x in params:
+            if isinstance(x, jax.core.Tracer):
+                aval = jax.typeof(x)
+                varying = getattr(aval, "vma", None)
+                if varying is None:  # jax >= 0.10 keeps them in the manual-axis type
+                    varying = getattr(getattr(aval, "mat", None), "varying", ())
+                axes |= set(varying)
+        if not axes:
+            return None
+        names = tuple(sorted(axes))
+        return lambda sums: jax.lax.psum(sums, names)
+
     def dtype_name(self, x: Any) -> str:
         return np.dtype(x.dtype).name
 

@@ -19,6 +19,8 @@ from uniopt.io import load, save
 from uniopt.loss_scale import DynamicLossScale
 from uniopt.optimizer import Optimizer
 from uniopt.transform import Transform, TransformState, apply_updates
+from uniopt.transform import load_state as load_transform_state
+from uniopt.transform import state_dict as transform_state_dict
 
 __version__ = "0.1.0"
 
@@ -47,9 +49,11 @@ __all__ = [
     "adamw",
     "apply_updates",
     "load",
+    "load_transform_state",
     "lr_scheduler",
     "port",
     "save",
     "schedules",
     "sgd",
+    "transform_state_dict",
 ]

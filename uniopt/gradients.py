@@ -81,7 +81,7 @@ def centralize(xp: Any, g: Any, block: Block) -> Any:
     for piece, part in zip(block.pieces, block.split(g)):
         if len(piece.shape) > 1 and math.prod(piece.shape) > 0:
             rows = xp.reshape(part, (piece.shape[0], -1))
-            part = xp.reshape(rows - xp.mean(rows, axis=1, keepdims=True), (-1,))
+            part = xp.reshape(rows - xp.mean(rows, axis=1, keepdims=True), part.shape)
         parts.append(part)
     return parts[0] if len(parts) == 1 else xp.concat(parts)
 
@@ -155,7 +155,7 @@ def active_rows(xp: Any, g: Any, block: Block) -> Any:
         rows = piece.shape[0] if piece.shape else 1
         grid = xp.reshape(part != 0, (rows, -1))
         hit = xp.any(grid, axis=1, keepdims=True)
-        parts.append(xp.reshape(xp.broadcast_to(hit, grid.shape), (-1,)))
+        parts.append(xp.reshape(xp.broadcast_to(hit, grid.shape), part.shape))
     return parts[0] if len(parts) == 1 else xp.concat(parts)
 
 

@@ -34,7 +34,7 @@ def state_dict(opt: Optimizer) -> dict[str, Any]:
         groups.append(saved)
     state: dict[str, dict[str, Any]] = {}
     for segment in (s for segments in opt._segments for s in segments):
-        host = {k: segment.adapter.to_numpy(v) for k, v in segment.state.items()}
+        host = {k: segment.adapter.to_numpy(v).reshape(-1) for k, v in segment.state.items()}
         for span, steps in zip(segment.layout.spans, segment.steps):
             if steps:
                 entry: dict[str, Any] = {"step": steps}
@@ -136,10 +136,11 @@ def _build_segment(
 
     With multi_precision the state is float32 and includes the "master" copy; a tensor
     without saved state starts its master from its current value."""
-    like = segment.xp.zeros((1,), dtype=segment.state_dtype, device=segment.device)
+    like_shape = segment.state_shape if segment.shaped else (1,)  # shaped: its placement
+    like = segment.xp.zeros(like_shape, dtype=segment.state_dtype, device=segment.device)
     dtype = segment.adapter.dtype_name(like)
     if segment.master:
-        current = segment.adapter.to_numpy(segment.flat_params()).astype(dtype)
+        current = segment.adapter.to_numpy(segment.flat_params()).astype(dtype).reshape(-1)
         slots = {**slots, "master": current}
     host = {}
     steps = [0] * len(segment.layout.spans)
@@ -158,7 +159,12 @@ def _build_segment(
                 host[slot][...] = initial  # a number, or the master's current values
             host[slot][span.offset : span.stop] = entry[slot].reshape(-1)
     moved = (
-        {k: segment.adapter.from_numpy(v, like) for k, v in host.items()} if not problems else {}
+        {
+            k: segment.adapter.from_numpy(v.reshape(segment.state_shape), like)
+            for k, v in host.items()
+        }
+        if not problems
+        else {}
     )
     return moved, steps
 

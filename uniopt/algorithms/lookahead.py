@@ -30,7 +30,7 @@ from uniopt import _tree
 from uniopt import validation as v
 from uniopt.optimizer import Optimizer
 from uniopt.rule import Rule, Scalars
-from uniopt.transform import Transform, apply_updates
+from uniopt.transform import Transform, apply_updates, step_counter
 
 SLOW_INITS = ("params", "first_step")
 
@@ -91,10 +91,7 @@ class LookAhead:
     def _snapshot(self) -> list[list[Any]]:
         """A flat copy of every segment's parameters."""
         return [
-            [
-                s.xp.concat([s.xp.reshape(s.adapter.data(p), (-1,)) for p in s.params])
-                for s in segments
-            ]
+            [s.packed([s.adapter.data(p) for p in s.params]) for s in segments]
             for segments in self.inner._segments
         ]
 
@@ -155,7 +152,9 @@ class LookAhead:
                 for segment, flat in zip(segments, slows):
                     host = segment.adapter.to_numpy(flat)
                     for span in segment.layout.spans:
-                        slow[span.name] = host[span.offset : span.stop].reshape(span.shape)
+                        slow[span.name] = host.reshape(-1)[span.offset : span.stop].reshape(
+                            span.shape
+                        )
         return {
             "format": "uniopt.optimizer",
             "version": 1,
@@ -217,7 +216,10 @@ class LookAhead:
         if problems:
             raise ValueError(f"{owner}: " + "; ".join(problems))
         return [
-            [s.adapter.from_numpy(h, s.adapter.data(s.params[0])) for s, h in zip(segs, flats)]
+            [
+                s.adapter.from_numpy(h.reshape(s.state_shape), s.adapter.data(s.params[0]))
+                for s, h in zip(segs, flats)
+            ]
             for segs, flats in zip(self.inner._segments, out)
         ]
 
@@ -240,8 +242,7 @@ def lookahead(
 
     def init(params: Any) -> LookAheadState:
         _, leaves, rebuild = _tree.flatten(params)
-        xp = array_api_compat.array_namespace(leaves[0])
-        count = xp.asarray(0, dtype=xp.int32, device=array_api_compat.device(leaves[0]))
+        count = step_counter(leaves)
         slow = rebuild([array_api_compat.array_namespace(x).asarray(x, copy=True) for x in leaves])
         return LookAheadState(inner.init(params), slow, count)
 

@@ -8,7 +8,7 @@ cache-sized blocks and write results in place; immutable ones (jax, array-API) r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from uniopt.engine.layout import Block, Layout
@@ -58,6 +58,42 @@ def update_tensors(
         new_state[k] = v if whole else xp.concat([state[k][:start], v, state[k][stop:]])
     deltas = [xp.reshape(d, s.shape) for d, s in zip(block.split(delta), spans)]
     return deltas, new_state
+
+
+def update_whole(
+    xp: Any,
+    rule: Rule,
+    p: Any,
+    g: Any,
+    state: Mapping[str, Any],
+    scalars: Mapping[str, Any],
+    all_reduce: Callable[[Any], Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """``(delta, new_state)`` of ``rule`` on one whole tensor in its own shape, its state
+    arrays shaped and placed like it: for a tensor sharded over devices nothing is
+    flattened or gathered (see :meth:`Block.whole` for ``all_reduce``). Traceable."""
+    return rule_on_block(xp, rule, Block.whole(tuple(p.shape), all_reduce), p, g, state, scalars)
+
+
+def step_whole(
+    xp: Any,
+    rule: Rule,
+    p: Any,
+    g: Any,
+    state: Mapping[str, Any],
+    scalars: Mapping[str, Any],
+) -> tuple[Any, dict[str, Any]]:
+    """The new parameter and state of one whole tensor (as :func:`update_whole`). With a
+    float32 ``"master"`` slot (multi_precision) the rule runs on the master, which the
+    new state carries, and the parameter is the master rounded to ``p``'s dtype."""
+    own = dict(state)
+    master = own.pop("master", None)
+    if master is None:
+        delta, new_state = update_whole(xp, rule, p, g, own, scalars)
+        return p + delta, new_state
+    delta, new_state = update_whole(xp, rule, master, xp.astype(g, master.dtype), own, scalars)
+    new_state["master"] = master + delta
+    return xp.astype(new_state["master"], p.dtype), new_state
 
 
 def update_block_in_place(

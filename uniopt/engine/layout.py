@@ -5,6 +5,10 @@ A *segment* is the parameters of one param group that share a backend, device an
 dtype, laid end to end. Its optimizer state is one flat array per slot. Update rules
 run on *blocks*: contiguous ranges of a segment, cut so that eager temporaries stay
 cache-sized, or never splitting a tensor when the rule reduces over whole tensors.
+
+A tensor spread over several devices (a sharded jax array) is a segment of its own
+whose state keeps the tensor's shape and placement: its block, :meth:`Block.whole`,
+holds the N-d arrays themselves, so nothing is flattened across a sharded axis.
 """
 
 from __future__ import annotations
@@ -46,9 +50,17 @@ class Block:
     start: int
     stop: int
     pieces: tuple[Piece, ...]
-    #: where each process holds a shard of the tensors: turns the shards' sums into
-    #: the whole tensors' (a cross-process all-reduce)
+    #: the arrays are one whole tensor in its own shape, not flat (see :meth:`whole`)
+    shaped: bool = False
+    #: where each process (torch DTensor) or device (inside jax ``shard_map``) holds a
+    #: shard of the tensors: turns the shards' sums into the whole tensors' (an all-reduce)
     all_reduce: Callable[[Any], Any] | None = None
+
+    @classmethod
+    def whole(cls, shape: tuple[int, ...], all_reduce: Callable[[Any], Any] | None = None) -> Block:
+        """The block of one whole tensor of ``shape`` whose arrays keep that shape."""
+        size = math.prod(shape)
+        return cls(0, size, (Piece(0, 0, size, tuple(shape)),), True, all_reduce)
 
     def gather(self, xp: Any, flats: Sequence[Any]) -> Any:
         """The block's values from the tensors' flat views (a view when one piece)."""
@@ -57,6 +69,8 @@ class Block:
 
     def split(self, x: Any) -> list[Any]:
         """Cut a block-sized array back into its pieces."""
+        if self.shaped:
+            return [x]
         out, at = [], 0
         for p in self.pieces:
             out.append(x[at : at + p.hi - p.lo])
@@ -74,6 +88,9 @@ class Block:
 
     def expand(self, xp: Any, per_tensor: Any) -> Any:
         """Broadcast one value per tensor back to every element of the block."""
+        if self.shaped:
+            shape = self.pieces[0].shape
+            return xp.broadcast_to(xp.reshape(per_tensor, (1,) * len(shape)), shape)
         sizes = [p.hi - p.lo for p in self.pieces]
         return xp.concat(
             [xp.broadcast_to(per_tensor[i : i + 1], (n,)) for i, n in enumerate(sizes)]
