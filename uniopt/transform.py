@@ -112,12 +112,12 @@ def make_transform(rule_type: type[Rule], hp: Mapping[str, Any], owner: str) -> 
                     for k, v in rule.slots().items()
                 }
             )
-        own = {
+        own = {  # shaped, and sharded or placed, like the parameter
             names[i]: {
-                k: array_api_compat.array_namespace(x).full_like(x, v)
+                k: array_api_compat.array_namespace(leaves[i]).full_like(leaves[i], v)
                 for k, v in rule.slots().items()
             }
-            for i, x in ((i, leaves[i]) for i in sorted(placed))
+            for i in sorted(placed)
         }
         return TransformState(step_counter(leaves), tuple(slots), own)
 
