@@ -11,9 +11,9 @@
   ``python -m uniopt parity`` when ``UNIOPT_DOCS_PARITY=live``;
 * ``<!-- uniopt:base-options -->`` in ``optimizers/index.md``: the options every
   optimizer takes, from ``uniopt.Optimizer``'s signature and docstring;
-* ``<!-- uniopt:benchmark -->`` in ``performance.md``: the output of
-  ``python benchmarks/adamw_step.py --set small`` when ``UNIOPT_DOCS_BENCH=1``
-  (timings are never committed).
+* ``<!-- uniopt:benchmark -->`` in ``performance.md``: ``docs/benchmark-output.txt``,
+  the committed output of the benchmark on the machine named in it, or a fresh run of
+  ``python benchmarks/step_time.py --sets small`` when ``UNIOPT_DOCS_BENCH=1``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ log = logging.getLogger("mkdocs.plugins.uniopt")
 
 MATHJAX = "assets/mathjax/tex-svg.js"
 PARITY_OUTPUT = docgen.DOCS / "parity-output.txt"
+BENCHMARK_OUTPUT = docgen.DOCS / "benchmark-output.txt"
 PARITY_COMMAND = ["-m", "uniopt", "parity", "--steps", "20", "--flavors"]
 
 
@@ -99,19 +100,17 @@ def _parity_output() -> tuple[str, str]:
 
 
 def _benchmark() -> str:
-    if os.environ.get("UNIOPT_DOCS_BENCH") != "1":
-        return (
-            "*No timings are committed: they belong to the machine that measures them. "
-            "Run the command above, or build the docs with `UNIOPT_DOCS_BENCH=1` to embed "
-            "a fresh run here.*"
+    if os.environ.get("UNIOPT_DOCS_BENCH") == "1":
+        argv = [sys.executable, "benchmarks/step_time.py", "--sets", "small", "--no-compile"]
+        text = docgen.run_command(argv, timeout=600)
+        machine = (
+            f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
         )
-    argv = [sys.executable, "benchmarks/adamw_step.py", "--set", "small"]
-    text = docgen.run_command(argv, timeout=600)
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
-    )
-    command = "python benchmarks/adamw_step.py --set small"
-    return f"Output of `{command}` ({machine}):\n\n```text\n{text.strip()}\n```"
+        command = "python benchmarks/step_time.py --sets small --no-compile"
+        return f"A fresh run of `{command}` ({machine}):\n\n```text\n{text.strip()}\n```"
+    if not BENCHMARK_OUTPUT.is_file():
+        return "*(no committed benchmark output)*"
+    return f"```text\n{BENCHMARK_OUTPUT.read_text().strip()}\n```"
 
 
 def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:  # noqa: ANN001
