@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from uniopt._adapter import Adapter
+from uniopt.flat import Flat
 
 
 class JaxAdapter(Adapter):
@@ -79,8 +80,18 @@ class JaxAdapter(Adapter):
     def from_numpy(self, a: np.ndarray, like: Any) -> Any:
         return jax.device_put(jnp.asarray(a, dtype=like.dtype), like.sharding)
 
+    def split(self, flat: Any, sizes: list[int]) -> list[Any]:
+        """One split, whose gradient is one concatenation (slices' gradients would be
+        one full-size pad per piece)."""
+        cuts = np.cumsum(sizes)[:-1].tolist()
+        return jnp.split(flat, cuts) if cuts else [flat]
+
     def compile(self, fn: Callable, donate_argnums: tuple[int, ...] = ()) -> Callable:
         return jax.jit(fn, donate_argnums=donate_argnums)
 
 
 ADAPTER = JaxAdapter()
+
+jax.tree_util.register_pytree_node(
+    Flat, lambda f: (f.arrays, f.table), lambda table, arrays: Flat(tuple(arrays), table)
+)

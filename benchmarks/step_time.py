@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import uniopt  # noqa: E402
 from uniopt.parity.cases import CASES, TORCH_CLASSES  # noqa: E402
 
 #: the case that stands for each algorithm (its options and its framework twins)
@@ -178,20 +179,30 @@ def jax_modes(shapes, algorithm: str) -> dict[str, Step]:
     import jax
     import jax.numpy as jnp
     import optax
+    from jax.flatten_util import ravel_pytree
 
     c = case(algorithm)
-    grads = [jnp.full(s, 0.1, jnp.float32) for s in shapes]
-    transforms = {}
+    tree = [jnp.full(s, 0.1, jnp.float32) for s in shapes]
+    forms = {  # the parameters and gradients as each mode takes them
+        "tree": lambda x: x,
+        "flat": uniopt.flatten,
+        "raveled": lambda x: ravel_pytree(x)[0],
+    }
+    runs = {}  # label -> (transform, form)
     if c.optax is not None:
         factory, kwargs = c.optax
-        transforms["optax (jit)"] = getattr(optax, factory)(**kwargs)
-    transforms["uniopt functional (jit)"] = c.build_transform()
+        runs["optax (jit)"] = (getattr(optax, factory)(**kwargs), "tree")
+        if algorithm not in ("lamb", "lars_momentum"):  # elementwise: raveling is exact
+            runs["optax on ravel_pytree (jit)"] = (getattr(optax, factory)(**kwargs), "raveled")
+    runs["uniopt functional (jit)"] = (c.build_transform(), "tree")
+    runs["uniopt functional on uniopt.flatten (jit)"] = (c.build_transform(), "flat")
     modes = {}
-    for label, tx in transforms.items():
-        holder = {"p": [jnp.ones(s, jnp.float32) for s in shapes]}
+    for label, (tx, form) in runs.items():
+        grads = forms[form](tree)
+        holder = {"p": forms[form]([jnp.ones(s, jnp.float32) for s in shapes])}
         holder["s"] = tx.init(holder["p"])
 
-        def update(p, s, tx=tx):
+        def update(p, s, tx=tx, grads=grads):
             u, s = tx.update(grads, s, p)
             return optax.apply_updates(p, u), s
 
@@ -264,7 +275,7 @@ def main() -> None:
         "jax": jax_modes,
     }
     print(
-        f"{'set':<5} {'algorithm':<13} {'mode':<38} {'median ms':>9} {'spread':>7} "
+        f"{'set':<5} {'algorithm':<13} {'mode':<48} {'median ms':>9} {'spread':>7} "
         f"{'ratio':>7} {'memory':>7}"
     )
     for set_name in args.sets:
@@ -306,7 +317,7 @@ def report(set_name, algorithm, times, memory, param_bytes, reference) -> None:
         extra = memory.get(name)
         mem = f"{100 * extra / param_bytes:.0f}%" if extra is not None else "-"
         print(
-            f"{set_name:<5} {algorithm:<13} {name:<38} {medians[name]:>9.2f} "
+            f"{set_name:<5} {algorithm:<13} {name:<48} {medians[name]:>9.2f} "
             f"{q[-1] - q[0]:>7.2f} {ratio:>7} {mem:>7}",
             flush=True,
         )

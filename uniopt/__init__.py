@@ -14,6 +14,7 @@ from uniopt.algorithms.lars import LarsMomentum, lars_momentum
 from uniopt.algorithms.lookahead import LookAhead, lookahead
 from uniopt.algorithms.rmsprop import RMSprop, rmsprop
 from uniopt.algorithms.sgd import SGD, sgd
+from uniopt.flat import Flat, flatten
 from uniopt.gradients import ClipGradByGlobalNorm, ClipGradByNorm, ClipGradByValue
 from uniopt.io import load, save
 from uniopt.loss_scale import DynamicLossScale
@@ -29,6 +30,8 @@ __all__ = [
     "ClipGradByNorm",
     "ClipGradByValue",
     "DynamicLossScale",
+    "Flat",
+    "flatten",
     "LAMB",
     "SGD",
     "Adagrad",

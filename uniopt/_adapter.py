@@ -152,6 +152,14 @@ class Adapter:
         xp = self.namespace(out)
         return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
 
+    def split(self, flat: Any, sizes: list[int]) -> list[Any]:
+        """``flat`` cut into consecutive pieces of ``sizes`` (views where possible)."""
+        out, at = [], 0
+        for n in sizes:
+            out.append(flat[at : at + n])
+            at += n
+        return out
+
     def point_grads(self, params: list[Any], grads: list[Any], flat: Any) -> None:
         """Make the parameters' gradients ``grads``, just copied into ``flat``, views of
         ``flat`` (where gradients live on the parameters), so that the next backward pass

@@ -1,8 +1,9 @@
 """Flattening nested containers of arrays into named leaves, and rebuilding them.
 
-Dicts (keys in sorted order, as JAX does), lists, tuples and NamedTuples are handled
-here with no framework. Any other container (a flax ``FrozenDict``, a registered
-dataclass) is handed to ``jax.tree_util`` when JAX is already imported. Leaf names
+Dicts (keys in sorted order, as JAX does), lists, tuples, NamedTuples and
+:class:`uniopt.flat.Flat` are handled here with no framework. Any other container (a
+flax ``FrozenDict``, a registered dataclass) is handed to ``jax.tree_util`` when JAX is
+already imported. Leaf names
 join the path with dots: ``{"dense": {"w": x}}`` gives ``"dense.w"``.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from uniopt._adapter import is_array
+from uniopt.flat import Flat
 
 Rebuild = Callable[[list], Any]
 
@@ -42,6 +44,9 @@ def flatten(tree: Any, prefix: str = "") -> tuple[list[str], list[Any], Rebuild]
             return _names(parts), _leaves(parts), lambda ls: kind(*_rebuild_parts(parts, ls))
         kind = type(tree)
         return _names(parts), _leaves(parts), lambda ls: kind(_rebuild_parts(parts, ls))
+    if isinstance(tree, Flat):  # its segments' arrays are the leaves
+        names = [_join(prefix, f"segment{i}") for i in range(len(tree.arrays))]
+        return names, list(tree.arrays), tree.like
     if "jax" in sys.modules:
         return _flatten_jax(tree, prefix)
     raise TypeError(f"cannot find arrays in an object of type {type(tree).__name__}")

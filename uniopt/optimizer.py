@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -170,6 +171,9 @@ class Optimizer(CustomOptimizerHelpers):
         self.param_groups: list[dict[str, Any]] = []
         self._segments: list[list[Segment]] = []
         self._ids: set[int] = set()
+        #: name -> the gradient array last validated, where an array's memory never
+        #: moves (NumPy): the same array object next step needs no second check
+        self._checked: dict[str, weakref.ref] = {}
         self._step_count = 0
         self._last_lrs: list[Any] | None = None
         groups, self._rebuild = params_forms.as_groups(params)
@@ -419,11 +423,19 @@ class Optimizer(CustomOptimizerHelpers):
                     found[name] = adapter.get_grad(p)
         else:
             found = self._match(grads)
+        checked = self._checked
         for segments in self._segments:
             for segment in segments:
                 for name, p in zip(segment.names, segment.params):
-                    if found[name] is not None:
-                        self._check_grad(segment, name, p, found[name])
+                    g = found[name]
+                    if g is None:
+                        continue
+                    seen = checked.get(name)
+                    if seen is not None and seen() is g and g.shape == p.shape:
+                        continue
+                    self._check_grad(segment, name, p, g)
+                    if segment.adapter.fixed_storage:
+                        checked[name] = weakref.ref(g)
         return found
 
     def _by_segment(self, found: Mapping[str, Any]) -> list[list[list[Any]]]:

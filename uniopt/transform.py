@@ -36,8 +36,9 @@ import numpy as np
 from uniopt import _tree
 from uniopt import lr as lr_forms
 from uniopt._adapter import adapter_for, is_array
-from uniopt.engine.execute import update_tensors, update_whole
+from uniopt.engine.execute import update_segment, update_tensors, update_whole
 from uniopt.engine.layout import Layout
+from uniopt.flat import Flat, segments
 from uniopt.rule import Rule
 
 
@@ -58,14 +59,10 @@ class TransformState(NamedTuple):
 
 
 def _plan(leaves: list[Any], placed: set[int]) -> list[list[int]]:
-    """Leaf indices per segment: same backend and dtype, in order of first appearance,
-    leaving out the ``placed`` ones."""
-    buckets: dict[tuple[str, str], list[int]] = {}
-    for i, x in enumerate(leaves):
-        if i not in placed:
-            adapter = adapter_for(x)
-            buckets.setdefault((adapter.name, adapter.dtype_name(x)), []).append(i)
-    return list(buckets.values())
+    """Leaf indices per segment (:func:`uniopt.flat.segments`), leaving out the
+    ``placed`` ones."""
+    kept = [i for i in range(len(leaves)) if i not in placed]
+    return [[kept[j] for j in segment] for segment in segments([leaves[i] for i in kept])]
 
 
 def _to_place(leaves: list[Any]) -> set[int]:
@@ -99,6 +96,8 @@ def make_transform(rule_type: type[Rule], hp: Mapping[str, Any], owner: str) -> 
     reads_params = rule.reads_params(hp)
 
     def init(params: Any) -> TransformState:
+        if isinstance(params, Flat):
+            return _init_flat(rule, params)
         names, leaves, _ = _tree.flatten(params)
         placed = _to_place(leaves)
         slots = []
@@ -124,18 +123,6 @@ def make_transform(rule_type: type[Rule], hp: Mapping[str, Any], owner: str) -> 
     def update(
         grads: Any, state: TransformState, params: Any = None, **extra_args: Any
     ) -> tuple[Any, TransformState]:
-        names, g_leaves, rebuild = _tree.flatten(grads)
-        if params is None:
-            if reads_params:
-                raise ValueError(f"{owner}: update() needs params (weight decay reads them)")
-            p_leaves = g_leaves  # never read: the rule does not use the parameters
-        else:
-            _, p_leaves, _ = _tree.flatten(params)
-            if len(p_leaves) != len(g_leaves):
-                raise ValueError(
-                    f"{owner}: {len(g_leaves)} gradients for {len(p_leaves)} parameters"
-                )
-
         def scalars_for(x: Any) -> dict[str, Any]:
             """This step's scalars, in ``x``'s dtype and where ``x`` is (parameters may
             lie on different devices or meshes; a no-op while tracing)."""
@@ -148,6 +135,20 @@ def make_transform(rule_type: type[Rule], hp: Mapping[str, Any], owner: str) -> 
             step_hp = {**hp, "lr": _as_dtype(xp, lr, dtype)}
             scalars = rule.scalars(step_hp, xp.astype(done + 1, dtype))
             return {k: _as_dtype(xp, v, dtype) for k, v in scalars.items()}
+
+        if params is None and reads_params:
+            raise ValueError(f"{owner}: update() needs params (weight decay reads them)")
+        if isinstance(grads, Flat):
+            return _update_flat(rule, grads, state, params, scalars_for, owner)
+        names, g_leaves, rebuild = _tree.flatten(grads)
+        if params is None:
+            p_leaves = g_leaves  # never read: the rule does not use the parameters
+        else:
+            _, p_leaves, _ = _tree.flatten(params)
+            if len(p_leaves) != len(g_leaves):
+                raise ValueError(
+                    f"{owner}: {len(g_leaves)} gradients for {len(p_leaves)} parameters"
+                )
 
         updates: list[Any] = [None] * len(g_leaves)
         placed = {i for i, name in enumerate(names) if name in state.placed}
@@ -190,6 +191,43 @@ def make_transform(rule_type: type[Rule], hp: Mapping[str, Any], owner: str) -> 
     return Transform(init, update)
 
 
+def _init_flat(rule: Rule, params: Flat) -> TransformState:
+    """The state for flat parameters: the very state of their unflattened form."""
+    slots = tuple(
+        {
+            k: array_api_compat.array_namespace(x).full(
+                (array_api_compat.size(x),), v, dtype=x.dtype, device=array_api_compat.device(x)
+            )
+            for k, v in rule.slots().items()
+        }
+        for x in params.arrays
+    )
+    return TransformState(step_counter(list(params.arrays)), slots)
+
+
+def _update_flat(
+    rule: Rule,
+    grads: Flat,
+    state: TransformState,
+    params: Any,
+    scalars_for: Callable[[Any], dict[str, Any]],
+    owner: str,
+) -> tuple[Flat, TransformState]:
+    """One update of flat parameters: each segment in one piece."""
+    if params is not None and (not isinstance(params, Flat) or params.table != grads.table):
+        raise ValueError(f"{owner}: flat gradients need the same flat parameters")
+    if len(state.slots) != len(grads.arrays) or state.placed:
+        raise ValueError(f"{owner}: the state was not made by init() for flat parameters")
+    p_arrays = grads.arrays if params is None else params.arrays
+    deltas, new_slots = [], []
+    for layout, p, g, slots in zip(grads.table.layouts, p_arrays, grads.arrays, state.slots):
+        xp = array_api_compat.array_namespace(g)
+        delta, new = update_segment(xp, rule, layout, p, g, slots, scalars_for(g))
+        deltas.append(delta)
+        new_slots.append({**slots, **new})
+    return grads.like(deltas), TransformState(state.count + 1, tuple(new_slots))
+
+
 #: the ``"format"`` of a transform state made portable by :func:`state_dict`
 STATE_FORMAT = "uniopt.transform"
 
@@ -224,6 +262,8 @@ def load_state(saved: Any, tx: Transform, params: Any) -> Any:
 
 def _segments_of(state: TransformState, params: Any) -> tuple[list[str], list[Any], list]:
     """Parameter names and leaves, and the leaf indices of each of ``state.slots``."""
+    if isinstance(params, Flat):  # the same state as the unflattened parameters
+        params = params.unflatten()
     names, leaves, _ = _tree.flatten(params)
     placed = {i for i, name in enumerate(names) if name in state.placed}
     return names, leaves, _plan(leaves, placed)
@@ -347,6 +387,10 @@ def functional(optimizer_cls: type) -> Callable[..., Transform]:
 def apply_updates(params: Any, updates: Any) -> Any:
     """``params + updates`` leaf by leaf, in the structure of ``params`` (a ``None``
     update leaves its parameter as it is)."""
+    if isinstance(params, Flat):
+        if not isinstance(updates, Flat) or updates.table != params.table:
+            raise ValueError("apply_updates: flat parameters need flat updates of the same table")
+        return params.like(p + u for p, u in zip(params.arrays, updates.arrays))
     _, p_leaves, rebuild = _tree.flatten(params)
     _, u_leaves, _ = _tree.flatten(updates)
     if len(p_leaves) != len(u_leaves):

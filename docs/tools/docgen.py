@@ -590,7 +590,7 @@ def _demote(markdown: str) -> str:
 # ---- parity -------------------------------------------------------------------------
 
 _PARITY_ROW = re.compile(
-    r"^(?P<case>\S+)\s+(?P<backend>\S+)\s+(?P<face>stateful|functional)\s+(?P<abs>\S+)\s+"
+    r"^(?P<case>\S+)\s+(?P<backend>\S+)\s+(?P<face>stateful|functional|flat)\s+(?P<abs>\S+)\s+"
     r"(?P<rel>\S+)\s+(?P<peer>\S+)\s+(?P<peer_rel>\S+)\s+(?P<ok>yes|NO)\s*$"
 )
 
@@ -603,7 +603,7 @@ def parse_parity(text: str) -> list[dict[str, str]]:
 def parity_markdown(text: str) -> str:
     """The parity output as Markdown: its header, then one table per algorithm with a
     row per case: the largest relative deviation from the oracle on each backend (over
-    both faces), and from each framework's own optimizer."""
+    every face), and from each framework's own optimizer."""
     uniopt_algorithms = {}
     try:
         _uniopt()

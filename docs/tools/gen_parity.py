@@ -3,7 +3,7 @@
     python docs/tools/gen_parity.py          # about a minute on 2 cores
 
 It runs ``python -m uniopt parity --steps 20 --flavors`` (every optimizer case of the
-registry, every installed backend, both faces; the per-flavor framework checks are left
+registry, every installed backend and face; the per-flavor framework checks are left
 out to keep it short) and writes its output verbatim below a header naming the command
 and the library versions. ``tests/test_docs.py`` checks that the file lists exactly the
 registry's cases, so a new case or algorithm needs a rerun. Exit status: the command's.

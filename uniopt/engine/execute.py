@@ -60,6 +60,21 @@ def update_tensors(
     return deltas, new_state
 
 
+def update_segment(
+    xp: Any,
+    rule: Rule,
+    layout: Layout,
+    p: Any,
+    g: Any,
+    state: Mapping[str, Any],
+    scalars: Mapping[str, Any],
+) -> tuple[Any, dict[str, Any]]:
+    """``(delta, new_state)`` of ``rule`` on a whole segment whose parameters and
+    gradients are given flat (:class:`uniopt.flat.Flat`): nothing gathered or split."""
+    block = next(layout.blocks(0, len(layout.spans), None, whole_tensors=True))
+    return rule_on_block(xp, rule, block, p, g, state, scalars)
+
+
 def update_whole(
     xp: Any,
     rule: Rule,

@@ -80,6 +80,29 @@ def run_functional(case: Case, backend: str, problem: Problem, dtype: str) -> li
     return [BACKENDS[backend].to_numpy(p) for p in params]
 
 
+def run_flat(case: Case, backend: str, problem: Problem, dtype: str) -> list[np.ndarray]:
+    """The functional face on flat parameters (:func:`uniopt.flatten`), jitted on jax:
+    gradients are taken on the unflattened tensors and flattened like the parameters."""
+    params, curvature, center, noise = _arrays(backend, problem, dtype)
+    tx = case.build_transform()
+
+    def step(flat, state, n):
+        tensors = flat.unflatten()
+        grads = [gradient(p, a, c, e) for p, a, c, e in zip(tensors, curvature, center, n)]
+        updates, state = tx.update(uniopt.flatten(grads), state, flat)
+        return uniopt.apply_updates(flat, updates), state
+
+    if backend == "jax":
+        import jax
+
+        step = jax.jit(step)
+    flat = uniopt.flatten(params)
+    state = tx.init(flat)
+    for n in noise:
+        flat, state = step(flat, state, n)
+    return [BACKENDS[backend].to_numpy(p) for p in flat.unflatten()]
+
+
 def run_torch(case: Case, problem: Problem, dtype: str) -> list[np.ndarray] | None:
     """torch.optim's own optimizer on the same problem (None without a twin)."""
     if case.torch is None:
@@ -126,4 +149,8 @@ def deviation(result: list[np.ndarray], expected: list[np.ndarray]) -> tuple[flo
     return diff, diff / max(scale, np.finfo(np.float64).tiny)
 
 
-RUNNERS: dict[str, Any] = {"stateful": run_stateful, "functional": run_functional}
+RUNNERS: dict[str, Any] = {
+    "stateful": run_stateful,
+    "functional": run_functional,
+    "flat": run_flat,
+}
