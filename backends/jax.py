@@ -17,6 +17,7 @@ from uniopt.flat import Flat
 class JaxAdapter(Adapter):
     name = "jax"
     mutable = False
+    fuses_per_tensor = True
 
     def namespace(self, x: Any) -> Any:
         return jnp

@@ -202,14 +202,14 @@ def jax_modes(shapes, algorithm: str) -> dict[str, Step]:
         holder = {"p": forms[form]([jnp.ones(s, jnp.float32) for s in shapes])}
         holder["s"] = tx.init(holder["p"])
 
-        def update(p, s, tx=tx, grads=grads):
-            u, s = tx.update(grads, s, p)
+        def update(p, s, g, tx=tx):
+            u, s = tx.update(g, s, p)
             return optax.apply_updates(p, u), s
 
-        fn = jax.jit(update, donate_argnums=(0, 1))
+        fn = jax.jit(update, donate_argnums=(0, 1))  # gradients: an argument, as in training
 
-        def step(fn=fn, holder=holder) -> None:
-            holder["p"], holder["s"] = fn(holder["p"], holder["s"])
+        def step(fn=fn, holder=holder, grads=grads) -> None:
+            holder["p"], holder["s"] = fn(holder["p"], holder["s"], grads)
             jax.block_until_ready(holder["p"])
 
         modes[label] = timed_first_step(step, f"jax {label}")

@@ -146,3 +146,23 @@ def test_torch_compile_fullgraph_has_no_graph_break():
 def test_apply_updates_checks_structure():
     with pytest.raises(ValueError, match="2 updates for 1 parameters"):
         uniopt.apply_updates([np.zeros(1)], [np.zeros(1), np.zeros(1)])
+
+
+def test_large_jax_tensors_keep_their_own_state_and_step_like_flat_ones():
+    """On JAX, tensors of a block's size or more keep state shaped like themselves (a
+    flat state would cost XLA a copy per step); the numbers are the flat form's."""
+    rng = np.random.default_rng(0)
+    params = {"big": jnp.asarray(rng.standard_normal((300, 250))), "small": jnp.ones(7)}
+    grads = {"big": jnp.asarray(rng.standard_normal((300, 250))), "small": jnp.full(7, 0.5)}
+    tx = uniopt.lamb(lr=0.05, weight_decay=0.01)
+    state, flat = tx.init(params), uniopt.flatten(params)
+    flat_state = tx.init(flat)
+    assert set(state.placed) == {"big"} and state.placed["big"]["exp_avg"].shape == (300, 250)
+    step = jax.jit(lambda p, s, g: tx.update(g, s, p))
+    for _ in range(3):
+        updates, state = step(params, state, grads)
+        params = uniopt.apply_updates(params, updates)
+        flat_updates, flat_state = step(flat, flat_state, uniopt.flatten(grads))
+        flat = uniopt.apply_updates(flat, flat_updates)
+    for k, v in flat.unflatten().items():
+        np.testing.assert_allclose(np.asarray(params[k]), np.asarray(v), rtol=0, atol=1e-13)

@@ -33,6 +33,9 @@ class Adapter:
     #: an array's memory never moves (NumPy, CuPy): what is found about where an array
     #: lies stays true for as long as the array object lives
     fixed_storage = False
+    #: the compiler fuses each tensor's update into one pass (XLA): the functional face
+    #: keeps large tensors' state apart rather than end to end (which would copy it)
+    fuses_per_tensor = False
     #: eager elementwise rules replay a recorded in-place plan (NumPy ufuncs)
     replays_plans = False
     #: elements per block on eager paths: a block's temporaries stay cache-sized

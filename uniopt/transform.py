@@ -66,14 +66,19 @@ def _plan(leaves: list[Any], placed: set[int]) -> list[list[int]]:
 
 
 def _to_place(leaves: list[Any]) -> set[int]:
-    """Leaves that keep their own state: those on several devices, and those not on the
-    device of the first leaf of their backend and dtype (never gathered across devices)."""
+    """Leaves that keep their own state: large leaves of a library whose compiler fuses
+    each tensor's update (JAX: laying large tensors' state end to end costs XLA a copy
+    of it every step, while many small tensors compile faster laid end to end; flat
+    parameters, :class:`uniopt.flat.Flat`, are the fast form for both), those on several
+    devices, and those not on the device of the first leaf of their backend and dtype
+    (never gathered across devices)."""
     out, first_device = set(), {}
     for i, x in enumerate(leaves):
         adapter = adapter_for(x)
         key = (adapter.name, adapter.dtype_name(x))
         device = first_device.setdefault(key, adapter.device(x))
-        if adapter.multi_device(x) or adapter.device(x) != device:
+        large = adapter.fuses_per_tensor and array_api_compat.size(x) >= adapter.chunk_elements
+        if large or adapter.multi_device(x) or adapter.device(x) != device:
             out.add(i)
     return out
 
