@@ -11,7 +11,7 @@ from uniopt.backends.numpy import NumpyAdapter
 class CupyAdapter(NumpyAdapter):
     name = "cupy"
     chunk_elements = 1 << 22
-    replays_plans = False  # CuPy's ufuncs would do; untested without a GPU
+    replay = None  # CuPy's ufuncs would do; untested without a GPU
 
     def device(self, x: Any) -> str:
         return f"cuda:{x.device.id}"

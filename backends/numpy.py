@@ -7,12 +7,13 @@ from typing import Any
 import numpy as np
 
 from uniopt._adapter import Adapter
+from uniopt.engine.plan import ReplayOps
 
 
 class NumpyAdapter(Adapter):
     name = "numpy"
     fixed_storage = True
-    replays_plans = True
+    replay = ReplayOps()
     chunk_elements = 1 << 15
 
     def device(self, x: Any) -> str:

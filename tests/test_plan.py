@@ -1,6 +1,6 @@
-"""The recorded in-place plans of eager NumPy give the numbers of the rule evaluated as
-written, bit for bit, for every registry case; what a plan cannot replay runs as
-written."""
+"""The recorded in-place plans of eager NumPy and torch give the numbers of the rule
+evaluated as written, bit for bit, for every registry case; what a plan cannot replay
+runs as written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from uniopt.backends.numpy import ADAPTER
 
 import uniopt
-from uniopt.engine.plan import Plan, Untraceable
+from uniopt.engine.plan import Plan, ReplayOps, Untraceable
 from uniopt.parity.cases import CASES
 
 # one tensor larger than a block, so blocks are both whole and partial tensors
@@ -17,8 +17,8 @@ SHAPES = [(3 * ADAPTER.chunk_elements // 2 + 7,), (3, 4), (5,)]
 
 
 def run(case, replay, dtype=np.float32, steps=4, between=None):
-    saved = ADAPTER.replays_plans
-    ADAPTER.replays_plans = replay
+    saved = ADAPTER.replay
+    ADAPTER.replay = ReplayOps() if replay else None
     try:
         rng = np.random.default_rng(0)
         params = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
@@ -29,7 +29,7 @@ def run(case, replay, dtype=np.float32, steps=4, between=None):
             opt.step([rng.standard_normal(s).astype(dtype) for s in SHAPES])
         return params, opt
     finally:
-        ADAPTER.replays_plans = saved
+        ADAPTER.replay = saved
 
 
 def plans(opt):
@@ -92,3 +92,37 @@ def test_what_a_plan_cannot_replay_is_refused_when_recorded():
     for rule in (Indexing(), Baked()):
         with pytest.raises(Untraceable):
             Plan.trace(np, rule, block, {"p": np.float32, "g": np.float32}, {"lr": 0.1})
+
+
+def torch_run(case, replay, dtype, steps=4):
+    torch = pytest.importorskip("torch")
+    from uniopt.backends.torch import ADAPTER as TORCH
+
+    saved = TORCH.replay
+    TORCH.replay = saved if replay else None
+    try:
+        rng = np.random.default_rng(0)
+        shapes = [(3 * TORCH.chunk_elements // 2 + 7,), (3, 4), (5,)]
+        params = [
+            torch.nn.Parameter(torch.tensor(rng.standard_normal(s), dtype=dtype)) for s in shapes
+        ]
+        opt = case.build(params)
+        for _ in range(steps):
+            for p in params:
+                p.grad = torch.tensor(rng.standard_normal(tuple(p.shape)), dtype=dtype)
+            opt.step()
+        return [p.detach().clone() for p in params], opt
+    finally:
+        TORCH.replay = saved
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_replay_is_bitwise_the_rule_as_written(case, dtype):
+    torch = pytest.importorskip("torch")
+    written, _ = torch_run(case, False, getattr(torch, dtype))
+    replayed, opt = torch_run(case, True, getattr(torch, dtype))
+    for a, b in zip(written, replayed):
+        assert torch.equal(a, b)
+    traced = case.algorithm not in ("lamb", "lars_momentum")
+    assert plans(opt) and all((p is not None) == traced for p in plans(opt))

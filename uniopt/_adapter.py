@@ -36,8 +36,9 @@ class Adapter:
     #: the compiler fuses each tensor's update into one pass (XLA): the functional face
     #: keeps large tensors' state apart rather than end to end (which would copy it)
     fuses_per_tensor = False
-    #: eager elementwise rules replay a recorded in-place plan (NumPy ufuncs)
-    replays_plans = False
+    #: how eager elementwise rules replay a recorded in-place plan (a
+    #: ``uniopt.engine.plan.ReplayOps``), or None: rules run as written
+    replay: Any = None
     #: elements per block on eager paths: a block's temporaries stay cache-sized
     chunk_elements = 1 << 16
 

@@ -370,14 +370,14 @@ class Plan:
 
     def run(
         self,
-        xp: Any,
+        ops: ReplayOps,
         arrays: Mapping[str, Any],
         values: list[Any],
         scratch: list[Any],
     ) -> None:
         """Replay on one block: ``arrays`` are its ``"p"``, ``"g"`` and state arrays
         (written in place), ``values`` the step's scalar table, ``scratch`` one array
-        per slot, at least block-sized."""
+        per slot, at least block-sized; ``ops`` are the array library's operations."""
         n = arrays["p"].shape[0]
         buffers = [s[:n] for s in scratch]
 
@@ -394,16 +394,41 @@ class Plan:
         for kind, fn, refs, out in self.program:
             dst = get(out)
             if kind == "ufunc":
-                fn(*(get(r) for r in refs), out=dst)
+                ops.call(fn, [get(r) for r in refs], dst)
             elif kind == "where":
-                condition, a, b = (get(r) for r in refs)
-                xp.copyto(dst, b)
-                xp.copyto(dst, a, where=condition)
+                ops.where(dst, *(get(r) for r in refs))
             elif kind == "fill":
-                dst.fill(fn)
+                ops.fill(dst, fn)
             else:  # "astype", "copy"
-                xp.copyto(dst, get(refs[0]), casting="unsafe" if kind == "astype" else "same_kind")
+                ops.copy(dst, get(refs[0]), kind == "astype")
 
-    def scratch(self, xp: Any, size: int) -> list[Any]:
-        """Scratch arrays for blocks of up to ``size`` elements."""
-        return [xp.empty(size, dtype=dtype) for dtype in self.slots]
+    def scratch(self, ops: ReplayOps, size: int, like: Any) -> list[Any]:
+        """Scratch arrays for blocks of up to ``size`` elements (on ``like``'s device)."""
+        return [ops.empty(size, dtype, like) for dtype in self.slots]
+
+
+class ReplayOps:
+    """How a library performs the recorded operations in place (NumPy's, by default;
+    an adapter whose library has out= operations provides its own). Each must compute
+    exactly what the library's own operator or function does when the rule runs as
+    written, so that a replay is bitwise the rule."""
+
+    def numpy_dtype(self, dtype: Any) -> Any:
+        """The NumPy dtype that stands for ``dtype`` while recording (None: no replay)."""
+        return np.dtype(dtype)
+
+    def call(self, ufunc: Any, args: list[Any], out: Any) -> None:
+        ufunc(*args, out=out)
+
+    def where(self, out: Any, condition: Any, a: Any, b: Any) -> None:
+        np.copyto(out, b)
+        np.copyto(out, a, where=condition)
+
+    def fill(self, out: Any, value: Any) -> None:
+        out.fill(value)
+
+    def copy(self, out: Any, x: Any, cast: bool) -> None:
+        np.copyto(out, x, casting="unsafe" if cast else "same_kind")
+
+    def empty(self, size: int, dtype: Any, like: Any) -> Any:
+        return np.empty(size, dtype=dtype)

@@ -215,15 +215,19 @@ class Segment:
         def as_written(block, p, g, own):
             update_block_in_place(xp, write, rule, block, dtype, p, g, own, scalars)
 
-        if not self.adapter.replays_plans or "master" in state:
+        ops = self.adapter.replay
+        if ops is None or "master" in state:
             return as_written
         key = ("plan", rule, tuple(scalars), tuple(state))
         plan = self._compiled.get(key)
         values = plan.scalar_values(scalars) if plan is not None else None
         if values is None and self._compiled.get(key, 0) is not None:
             dtypes = {"p": dtype, "g": dtype, **{k: v.dtype for k, v in state.items()}}
+            dtypes = {k: ops.numpy_dtype(v) for k, v in dtypes.items()}
             block = next(self.layout.blocks(0, 1, None, whole_tensors=True))
             try:
+                if any(d is None for d in dtypes.values()):
+                    raise Untraceable("a dtype NumPy has no stand-in for")
                 plan = Plan.trace(xp, rule, block, dtypes, scalars)
             except Untraceable:
                 plan = None
@@ -234,13 +238,13 @@ class Segment:
         size = self.adapter.chunk_elements
         owner, scratch = self._scratch.get(key, (None, []))
         if owner is not plan or any(x.shape[0] < size for x in scratch):
-            scratch = plan.scratch(xp, size)
+            scratch = plan.scratch(ops, size, self.adapter.data(self.params[0]))
             self._scratch[key] = (plan, scratch)
 
         def replayed(block, p, g, own):
             if block.stop - block.start > size:  # a whole tensor larger than a chunk
                 return as_written(block, p, g, own)
-            plan.run(xp, {"p": p, "g": g, **own}, values, scratch)
+            plan.run(ops, {"p": p, "g": g, **own}, values, scratch)
 
         return replayed
 
