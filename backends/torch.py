@@ -7,6 +7,8 @@ every reference a model holds) and bumps its version counter, as torch.optim doe
 from __future__ import annotations
 
 import contextlib
+import itertools
+import types
 from typing import Any
 
 import numpy as np
@@ -55,6 +57,7 @@ class TorchReplay(ReplayOps):
         return torch.empty(size, dtype=self.TORCH[np.dtype(dtype)], device=like.device)
 
 
+_COMPILED = itertools.count()  #: numbers the compiled steps' code objects
 _OPS = {
     np.add: torch.add,
     np.subtract: torch.sub,
@@ -140,7 +143,12 @@ class TorchAdapter(Adapter):
         return t.to(device=like.device, dtype=like.dtype)
 
     def compile_in_place(self, fn: Any) -> Any:
-        return torch.compile(fn, fullgraph=True, dynamic=False)
+        """``fn`` compiled on its own: torch caches compilations per code object and caps
+        recompilations of one (8), and every segment's step is the same closure's code,
+        so each gets a copy of that code object, counted alone."""
+        code = fn.__code__.replace(co_name=f"{fn.__code__.co_name}_{next(_COMPILED)}")
+        own = types.FunctionType(code, fn.__globals__, code.co_name, None, fn.__closure__)
+        return torch.compile(own, fullgraph=True, dynamic=False)
 
     def scalar(self, value: Any, like: Any) -> Any:
         if isinstance(value, torch.Tensor):

@@ -65,3 +65,21 @@ def test_compiled_step_equals_the_plain_step(case_id):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-13, atol=1e-15)
     (segment,) = opt._segments[0]
     assert segment.compile and len(segment._compiled) == 1  # compiled once, reused
+
+
+def test_compiled_steps_of_many_segments_do_not_exhaust_torch_recompiles():
+    """torch caps recompilations per code object (8): every segment compiles alone."""
+    import uniopt
+
+    torch._dynamo.reset()
+    groups = [{"params": [torch.nn.Parameter(torch.ones(3 + i))]} for i in range(10)]
+    opt = uniopt.AdamW(groups, lr=0.1, compile=True)
+    for g in groups:
+        g["params"][0].grad = torch.ones_like(g["params"][0])
+    opt.step()
+    expected = 1 - 0.1 * 0.01 - 0.1 * 1 / (1 + 1e-8)  # one AdamW step from 1 with g = 1
+    for g in groups:
+        torch.testing.assert_close(
+            g["params"][0].detach(), torch.full_like(g["params"][0], expected)
+        )
+    assert all(s.compile for segments in opt._segments for s in segments)

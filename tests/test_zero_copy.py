@@ -98,3 +98,21 @@ def test_torch_grads_that_are_views_of_another_buffer_are_left_alone():
     assert params[0].grad.data_ptr() == bucket[4:].data_ptr()
     assert torch.equal(params[0].detach(), -0.5 * bucket[4:])
     assert torch.equal(params[1].detach(), -0.5 * bucket[:4])
+
+
+def test_compile_on_numpy_arrays_of_one_buffer_runs_eagerly():
+    """compile=True is torch's; NumPy arrays that share a buffer step as without it."""
+    case = next(c for c in CASES if c.id == "adamw-amsgrad")
+    plain, _ = numpy_run("adamw-amsgrad", carved=True)
+    rng = np.random.default_rng(0)
+    sizes = [int(np.prod(s)) for s in SHAPES]
+    cuts = np.cumsum(sizes)[:-1]
+    flat = rng.standard_normal(sum(sizes))
+    params = [p.reshape(s) for p, s in zip(np.split(flat, cuts), SHAPES)]
+    opt = type(case.build([np.zeros(1)]))(params, compile=True, **case.options)
+    flat_grad = np.empty_like(flat)
+    for _ in range(5):
+        flat_grad[...] = rng.standard_normal(flat.size)
+        opt.step([g.reshape(s) for g, s in zip(np.split(flat_grad, cuts), SHAPES)])
+    for a, b in zip(plain, params):
+        np.testing.assert_array_equal(a, b)

@@ -191,9 +191,10 @@ class Segment:
                 self._grads = xp.empty_like(self.flat)
             g_run = adapter.gather(run_grads, out=self._grads[start:stop])
             adapter.point_grads(self.params[first:last], run_grads, g_run)
+        fn = self._compiled_in_place(rule, first, last, tuple(scalars)) if self.compile else None
+        self.compile = fn is not None  # the library compiles nothing (NumPy): eager
         if self.compile:
             blocks = self._blocks(first, last, None, rule)
-            fn = self._compiled_in_place(rule, first, last, tuple(scalars))
             scalars = {k: adapter.scalar(v, p_run) for k, v in scalars.items()}
         else:
             blocks = self._blocks(first, last, adapter.chunk_elements, rule)
