@@ -174,6 +174,10 @@ class TorchAdapter(Adapter):
             p.is_contiguous()
         )
 
+    def addresses(self, arrays: list[Any]) -> Any:
+        """Data pointers, with ``None`` for a tensor that is not contiguous."""
+        return tuple(a.data_ptr() if a.is_contiguous() else None for a in arrays)
+
     def shared_flat(self, arrays: list[Any]) -> Any:
         first = arrays[0]
         storage, at = first.untyped_storage().data_ptr(), first.data_ptr()

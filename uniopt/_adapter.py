@@ -151,6 +151,12 @@ class Adapter:
         """A flat view of the buffer the arrays lie in end to end, in order, or None."""
         return None
 
+    def addresses(self, arrays: list[Any]) -> Any:
+        """Where the arrays' data lie, comparable between steps (equal: nothing moved),
+        or None where that cannot be told cheaply. Arrays whose memory never moves
+        (``fixed_storage``) need no address: ``()``."""
+        return () if self.fixed_storage else None
+
     def gather(self, arrays: list[Any], out: Any) -> Any:
         """The arrays flattened end to end into ``out`` (where the library can)."""
         xp = self.namespace(out)

@@ -171,8 +171,8 @@ class Optimizer(CustomOptimizerHelpers):
         self.param_groups: list[dict[str, Any]] = []
         self._segments: list[list[Segment]] = []
         self._ids: set[int] = set()
-        #: name -> the gradient array last validated, where an array's memory never
-        #: moves (NumPy): the same array object next step needs no second check
+        #: name -> the gradient array last validated (mutable libraries: the same array
+        #: object next step, with the same shape and dtype, needs no second check)
         self._checked: dict[str, weakref.ref] = {}
         self._step_count = 0
         self._last_lrs: list[Any] | None = None
@@ -431,10 +431,11 @@ class Optimizer(CustomOptimizerHelpers):
                     if g is None:
                         continue
                     seen = checked.get(name)
-                    if seen is not None and seen() is g and g.shape == p.shape:
+                    known = seen is not None and seen() is g
+                    if known and g.shape == p.shape and g.dtype == p.dtype:
                         continue
                     self._check_grad(segment, name, p, g)
-                    if segment.adapter.fixed_storage:
+                    if segment.adapter.mutable:
                         checked[name] = weakref.ref(g)
         return found
 

@@ -61,7 +61,9 @@ class Segment:
         self._compiled: dict[Any, Callable] = {}
         self._planned: dict[tuple, list] = {}
         self._scratch: dict[Any, tuple[Plan, list]] = {}
-        self._grad_views: dict[int, tuple[tuple, Any]] = {}
+        self._grad_views: dict[int, tuple[tuple, Any, Any]] = {}
+        #: the parameters' addresses when last found bound (``Adapter.addresses``)
+        self._bound_at: Any = None
         #: the parameters' storage, when the library lets parameters be re-pointed at
         #: views of one flat buffer (torch): the update then gathers nothing
         self.flat = adapter.bind(self.params) if self.layout.size else None
@@ -263,15 +265,18 @@ class Segment:
 
     def _shared_grads(self, first: int, grads: list[Any]) -> Any:
         """The run's gradients as one flat view, when they lie end to end in one buffer
-        (else None). Remembered while the same gradient objects come back, where an
-        array's memory never moves."""
+        (else None). Remembered while the same gradient objects come back where they
+        were (``Adapter.addresses``)."""
+        adapter = self.adapter
         memo = self._grad_views.get(first)
         same = memo is not None and len(memo[0]) == len(grads)
-        if same and all(a is b for a, b in zip(memo[0], grads)):
-            return memo[1]
-        flat = self.adapter.shared_flat(grads)
-        if flat is not None and self.adapter.fixed_storage:
-            self._grad_views[first] = (tuple(grads), flat)
+        same = same and all(a is b for a, b in zip(memo[0], grads))
+        if same and memo[1] == adapter.addresses(grads):
+            return memo[2]
+        flat = adapter.shared_flat(grads)
+        where = adapter.addresses(grads) if flat is not None else None
+        if where is not None:
+            self._grad_views[first] = (tuple(grads), where, flat)
         return flat
 
     def zero_grads(self) -> bool:
@@ -302,11 +307,15 @@ class Segment:
         adapter = self.adapter
         if adapter.fixed_storage:  # nothing can have moved
             return True
+        where = adapter.addresses(self.params)
+        if where is not None and where == self._bound_at:
+            return True
         for p, span in zip(self.params, self.layout.spans):
-            if not adapter.is_view_of(adapter.data(p), self.flat, span.offset):
+            if not adapter.is_view_of(p, self.flat, span.offset):
                 self.flat = adapter.bind(self.params)
                 self._grads = None
                 break
+        self._bound_at = adapter.addresses(self.params) if self.flat is not None else None
         return self.flat is not None
 
     def _run_functional(
