@@ -234,6 +234,9 @@ _NOT_ARRAYS = (list, tuple, dict, str, bytes, int, float, complex, type(None))
 
 def is_array(x: Any) -> bool:
     """True for any array uniopt can optimize (no import of any framework)."""
+    module = _module_of_type.get(type(x))  # a type seen before: one lookup
+    if module is not None:
+        return bool(module)
     if isinstance(x, _NOT_ARRAYS):  # containers first: also keeps torch.compile tracing
         return False
     return bool(_module_for(x))
