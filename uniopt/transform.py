@@ -105,17 +105,11 @@ def make_transform(rule_type: type[Rule], hp: Mapping[str, Any], owner: str) -> 
             return _init_flat(rule, params)
         names, leaves, _ = _tree.flatten(params)
         placed = _to_place(leaves)
-        slots = []
-        for indices in _plan(leaves, placed):
-            first = leaves[indices[0]]
-            xp, device = array_api_compat.array_namespace(first), array_api_compat.device(first)
-            size = sum(array_api_compat.size(leaves[i]) for i in indices)
-            slots.append(
-                {
-                    k: xp.full((size,), v, dtype=first.dtype, device=device)
-                    for k, v in rule.slots().items()
-                }
-            )
+        sizes = [array_api_compat.size(x) for x in leaves]
+        slots = [
+            _flat_slots(rule, leaves[indices[0]], sum(sizes[i] for i in indices))
+            for indices in _plan(leaves, placed)
+        ]
         own = {  # shaped, and sharded or placed, like the parameter
             names[i]: {
                 k: array_api_compat.array_namespace(leaves[i]).full_like(leaves[i], v)
@@ -196,17 +190,17 @@ def make_transform(rule_type: type[Rule], hp: Mapping[str, Any], owner: str) -> 
     return Transform(init, update)
 
 
+def _flat_slots(rule: Rule, like: Any, size: int) -> dict[str, Any]:
+    """Each of the rule's state slots as one flat array of ``size`` elements, of
+    ``like``'s dtype and on its device."""
+    xp, device = array_api_compat.array_namespace(like), array_api_compat.device(like)
+    slots = rule.slots().items()
+    return {k: xp.full((size,), v, dtype=like.dtype, device=device) for k, v in slots}
+
+
 def _init_flat(rule: Rule, params: Flat) -> TransformState:
     """The state for flat parameters: the very state of their unflattened form."""
-    slots = tuple(
-        {
-            k: array_api_compat.array_namespace(x).full(
-                (array_api_compat.size(x),), v, dtype=x.dtype, device=array_api_compat.device(x)
-            )
-            for k, v in rule.slots().items()
-        }
-        for x in params.arrays
-    )
+    slots = tuple(_flat_slots(rule, x, array_api_compat.size(x)) for x in params.arrays)
     return TransformState(step_counter(list(params.arrays)), slots)
 
 

@@ -218,31 +218,11 @@ class Segment:
         def as_written(block, p, g, own):
             update_block_in_place(xp, write, rule, block, dtype, p, g, own, scalars)
 
-        ops = self.adapter.replay
-        if ops is None or "master" in state:
+        found = self._plan(rule, scalars, state)
+        if found is None:
             return as_written
-        key = ("plan", rule, tuple(scalars), tuple(state))
-        plan = self._compiled.get(key)
-        values = plan.scalar_values(scalars) if plan is not None else None
-        if values is None and self._compiled.get(key, 0) is not None:
-            dtypes = {"p": dtype, "g": dtype, **{k: v.dtype for k, v in state.items()}}
-            dtypes = {k: ops.numpy_dtype(v) for k, v in dtypes.items()}
-            block = next(self.layout.blocks(0, 1, None, whole_tensors=True))
-            try:
-                if any(d is None for d in dtypes.values()):
-                    raise Untraceable("a dtype NumPy has no stand-in for")
-                plan = Plan.trace(xp, rule, block, dtypes, scalars)
-            except Untraceable:
-                plan = None
-            self._compiled[key] = plan
-            values = plan.scalar_values(scalars) if plan is not None else None
-        if values is None:
-            return as_written
-        size = self.adapter.chunk_elements
-        owner, scratch = self._scratch.get(key, (None, []))
-        if owner is not plan or any(x.shape[0] < size for x in scratch):
-            scratch = plan.scratch(ops, size, self.adapter.data(self.params[0]))
-            self._scratch[key] = (plan, scratch)
+        plan, values, scratch = found
+        ops, size = self.adapter.replay, self.adapter.chunk_elements
 
         def replayed(block, p, g, own):
             if block.stop - block.start > size:  # a whole tensor larger than a chunk
@@ -250,6 +230,36 @@ class Segment:
             plan.run(ops, {"p": p, "g": g, **own}, values, scratch)
 
         return replayed
+
+    def _plan(self, rule: Rule, scalars: Mapping, state: Mapping[str, Any]) -> Any:
+        """``(plan, this step's scalar table, scratch)`` for the rule, recorded on first
+        use and again when a guard fails; None where the rule runs as written."""
+        ops = self.adapter.replay
+        if ops is None or "master" in state:
+            return None
+        key = ("plan", rule, tuple(scalars), tuple(state))
+        plan = self._compiled.get(key)
+        values = plan.scalar_values(scalars) if plan is not None else None
+        if values is None and self._compiled.get(key, 0) is not None:
+            dtypes = {"p": self.dtype, "g": self.dtype, **{k: v.dtype for k, v in state.items()}}
+            dtypes = {k: ops.numpy_dtype(v) for k, v in dtypes.items()}
+            block = next(self.layout.blocks(0, 1, None, whole_tensors=True))
+            try:
+                if any(d is None for d in dtypes.values()):
+                    raise Untraceable("a dtype NumPy has no stand-in for")
+                plan = Plan.trace(self.xp, rule, block, dtypes, scalars)
+            except Untraceable:
+                plan = None
+            self._compiled[key] = plan
+            values = plan.scalar_values(scalars) if plan is not None else None
+        if values is None:
+            return None
+        size = self.adapter.chunk_elements
+        owner, scratch = self._scratch.get(key, (None, []))
+        if owner is not plan or any(x.shape[0] < size for x in scratch):
+            scratch = plan.scratch(ops, size, self.adapter.data(self.params[0]))
+            self._scratch[key] = (plan, scratch)
+        return plan, values, scratch
 
     def _compiled_in_place(self, rule: Rule, first: int, last: int, names: tuple) -> Callable:
         key = ("in_place", rule, first, last, names)
@@ -305,9 +315,7 @@ class Segment:
         """Re-bind when a parameter's storage was replaced (``p.data = ...``); False when
         the parameters no longer share one flat buffer."""
         adapter = self.adapter
-        if adapter.fixed_storage:  # nothing can have moved
-            return True
-        where = adapter.addresses(self.params)
+        where = adapter.addresses(self.params)  # () where memory never moves
         if where is not None and where == self._bound_at:
             return True
         for p, span in zip(self.params, self.layout.spans):
