@@ -1,4 +1,4 @@
-"""An in-place replay of an elementwise rule, for eager NumPy and CuPy.
+"""An in-place replay of a rule, for eager NumPy, torch and CuPy.
 
 Evaluated as written, a rule allocates a new array for every operation of its
 equation. ``Plan.trace`` runs the rule once on symbolic stand-ins and records its
@@ -7,8 +7,13 @@ into a few reused, block-sized scratch buffers, the final values straight into t
 state and parameter arrays. The operations, their order, their operand dtypes and
 the Python arithmetic on per-step scalars are exactly the rule's, so the results are
 bitwise those of the plain evaluation, which remains the reference: a rule that does
-anything the recorder does not know (reductions, indexing, a branch on an array's
-values) is not traced, and runs as written.
+anything the recorder does not know (indexing, a branch on an array's values, a
+function outside the elementwise set) is not traced, and runs as written.
+
+Per-tensor sums (``block.tensor_sums``, for trust ratios and norm clipping) and their
+broadcast back (``block.expand``) are recorded too. Such a rule replays in passes over
+cache-sized blocks (``Plan.run_passes``) instead of running on whole tensors with
+tensor-sized temporaries; only the order in which a tensor's sum is added up differs.
 
 Per-step scalars are recorded as expressions: a step's values go through the same
 Python float operations the rule does. A Python branch on a scalar's value (``if wd
@@ -19,7 +24,7 @@ replayed (the caller traces again).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +45,8 @@ class _Recorder:
         self.steps: list[tuple] = []  #: (kind, function, argument refs, dtype)
         self.inputs = {name: ("input", name) for name in dtypes}
         self.dtypes: dict[Any, Any] = {("input", n): np.dtype(d) for n, d in dtypes.items()}
+        #: "block" (block-sized arrays) or "tensor" (one value per tensor of the block)
+        self.domains: dict[Any, str] = dict.fromkeys(self.dtypes, "block")
         self.scalar_steps: list[tuple[Callable, tuple]] = []  #: scalar ops, in order
         self.scalar_names: list[str] = []
         self.guards: list[tuple[Callable, tuple, Any]] = []
@@ -78,12 +85,22 @@ class _Recorder:
 
     def record(self, kind: str, fn: Callable, args: tuple, dtype: Any = None) -> _Arr:
         refs, stand_ins = zip(*(self.operand(a) for a in args))
+        found = {self.domains[r] for r in refs if r in self.domains}
+        if kind == "reduce":
+            domain = "tensor" if found == {"block"} else None
+        elif kind == "expand":
+            domain = "block" if found == {"tensor"} else None
+        else:
+            domain = found.pop() if len(found) == 1 else None
+        if domain is None:
+            raise Untraceable("per-tensor values used elementwise without block.expand")
         if dtype is None:
             with np.errstate(all="ignore"):
                 dtype = np.asarray(_call(kind, fn, stand_ins)).dtype
         ref = ("node", len(self.steps))
         self.steps.append((kind, fn, refs, np.dtype(dtype)))
         self.dtypes[ref] = np.dtype(dtype)
+        self.domains[ref] = domain
         return _Arr(self, ref)
 
 
@@ -98,6 +115,10 @@ def _call(kind: str, fn: Callable, args: tuple) -> Any:
         return np.where(*args)
     if kind == "fill":
         return np.full_like(args[0], fn)
+    if kind == "reduce":
+        return np.sum(args[0], keepdims=True)
+    if kind == "expand":
+        return args[0]
     return fn(*args)
 
 
@@ -244,29 +265,81 @@ _BINARY = {
 # ---- the plan ------------------------------------------------------------------------
 
 
+class _BlockStandIn:
+    """The rule's ``block`` while recording: per-tensor sums and their broadcast back
+    are recorded (``"reduce"`` and ``"expand"`` operations); anything else about the
+    block's tensors is not replayable."""
+
+    shaped = False
+    all_reduce = None
+
+    def __init__(self, recorder: _Recorder):
+        self._recorder = recorder
+
+    def __getattr__(self, name: str) -> Any:
+        raise Untraceable(f"block.{name}")
+
+    def tensor_sums(self, xp: Any, x: Any) -> _Arr:
+        return self._recorder.record("reduce", None, (x,))
+
+    def expand(self, xp: Any, per_tensor: Any) -> _Arr:
+        return self._recorder.record("expand", None, (per_tensor,))
+
+
+class _Pass:
+    """One sweep over a run's blocks: the per-tensor values to form first, then a
+    program per block, ending in per-tensor sums (every pass but the last) or in
+    writes to the state and parameters (the last)."""
+
+    def __init__(self, before: list, program: list, reductions: list, final: bool):
+        self.before = before  #: (node, kind, fn, refs, dtype): per-tensor values
+        self.program = program  #: (kind, fn, args, location), per block
+        self.reductions = reductions  #: (node, location): per-tensor sums to add up
+        self.final = final
+
+
 class Plan:
-    """A rule's update of one block as a list of in-place operations."""
+    """A rule's update as lists of in-place operations over blocks.
+
+    An elementwise rule is one pass, run on each block alone (:meth:`run`). A rule with
+    per-tensor sums (trust ratios, norm clipping) is several passes over a run's blocks
+    (:meth:`run_passes`): a pass adds up each tensor's partial sums block by block, the
+    per-tensor values are formed from them, and a later pass broadcasts them back. A
+    pass writes nothing; the last one recomputes what it needs from the unchanged
+    inputs and writes the results. Blocks may then split tensors, so sums add up in
+    another order than the rule as written (equal to rounding), while every other
+    operation is the rule's own.
+    """
 
     def __init__(self, recorder: _Recorder, outputs: dict[str, Any]):
         self.scalar_names = recorder.scalar_names
         self.scalar_steps = recorder.scalar_steps
         self.guards = recorder.guards
         self.dtypes = recorder.dtypes
-        self.program, self.slots = self._allocate(recorder.steps, outputs)
+        self.slots: list[Any] = []
+        self.passes = self._schedule(recorder.steps, recorder.domains, outputs)
+        self._groups: dict[tuple, list] = {}
+
+    @property
+    def program(self) -> list:
+        """The program of a one-pass plan."""
+        return self.passes[-1].program
+
+    @property
+    def reduces(self) -> bool:
+        """The plan sums over tensors, so it runs a run's blocks in several passes."""
+        return len(self.passes) > 1
 
     @classmethod
     def trace(
         cls,
         xp: Any,
         rule: Rule,
-        block: Block,
         dtypes: Mapping[str, Any],
         scalars: Mapping[str, Any],
     ) -> Plan:
         """Record ``p + delta`` and the new state of ``rule`` on a block whose arrays
         (``"p"``, ``"g"`` and the state slots) have ``dtypes``. Raises Untraceable."""
-        if rule.needs_tensor_reductions:
-            raise Untraceable("per-tensor reductions")
         recorder = _Recorder(dtypes, scalars)
         arrays = {name: _Arr(recorder, ref) for name, ref in recorder.inputs.items()}
         state = {k: v for k, v in arrays.items() if k not in ("p", "g")}
@@ -277,7 +350,7 @@ class Plan:
                 arrays["g"],
                 state,
                 Scalars(recorder.scalars),
-                block,
+                _BlockStandIn(recorder),
             )
             new_p = arrays["p"] + delta
         except Untraceable:
@@ -289,50 +362,94 @@ class Plan:
         for name, value in outputs.items():
             if not isinstance(value, _Arr) or name not in dtypes:
                 raise Untraceable(f"output {name!r}")
+            if recorder.domains[value.ref] != "block":
+                raise Untraceable(f"output {name!r} is per tensor")
         return cls(recorder, {k: v.ref for k, v in outputs.items()})
 
-    def _allocate(self, steps: list[tuple], outputs: dict[str, Any]) -> tuple[list, list]:
-        """Give each operation an output location: an output array where it is the
-        output's final value and nothing later reads that array's old value, else a
-        scratch slot freed after its last reader."""
+    def _schedule(self, steps: list[tuple], domains: dict, outputs: dict[str, Any]) -> list:
+        """Cut the recorded operations into passes. A per-tensor sum of a value that
+        pass ``L`` computes is ready for pass ``L + 1``."""
+        level: dict[Any, int] = {}
+        for i, (kind, _, refs, _) in enumerate(steps):
+            below = max((level[r] for r in refs if r in level), default=0)
+            level[("node", i)] = below + 1 if kind == "reduce" else below
+        needed = _needed(steps, list(outputs.values()))
+        last = max((level.get(r, 0) for r in outputs.values()), default=0)
+        passes = []
+        for at in range(last + 1):
+            sums = [
+                i
+                for i in sorted(needed)
+                if steps[i][0] == "reduce" and level[steps[i][2][0]] == at
+            ]
+            before = [
+                (i, *steps[i])
+                for i in sorted(needed)
+                if domains[("node", i)] == "tensor"
+                and (level[("node", i)] == at if steps[i][0] != "reduce" else i in sums)
+            ]
+            targets = [steps[i][2][0] for i in sums]
+            final = at == last
+            block_steps = sorted(
+                i
+                for i in _needed(steps, targets + (list(outputs.values()) if final else []))
+                if domains[("node", i)] == "block"
+            )
+            program, location = self._allocate(
+                steps, block_steps, outputs if final else {}, targets
+            )
+            reductions = [(i, location.get(steps[i][2][0], steps[i][2][0])) for i in sums]
+            passes.append(_Pass(before, program, reductions, final))
+        return passes
+
+    def _allocate(
+        self, steps: list[tuple], chosen: list[int], outputs: dict[str, Any], kept: list
+    ) -> tuple[list, dict]:
+        """Give each chosen operation an output location: an output array where it is
+        the output's final value and nothing later reads that array's old value, else a
+        scratch slot (shared by all passes) freed after its last reader. ``kept`` values
+        live to the end of the program (the pass's sums read them)."""
         last_read: dict[Any, int] = {}
-        for i, (_, _, refs, _) in enumerate(steps):
-            for ref in refs:
-                last_read[ref] = i
-        end = len(steps)
-        for ref in outputs.values():
+        for at, i in enumerate(chosen):
+            for ref in steps[i][2]:
+                last_read[ref] = at
+        end = len(chosen)
+        for ref in [*outputs.values(), *kept]:
             last_read[ref] = end
+        position = {("node", i): at for at, i in enumerate(chosen)}
         direct: dict[Any, str] = {}
         for name, ref in outputs.items():
-            i = ref[1] if ref[0] == "node" else -1
+            at = position.get(ref, -1)
             if (
-                i >= 0
+                at >= 0
                 and ref not in direct
-                and steps[i][0] != "where"
+                and steps[ref[1]][0] not in ("where", "expand")
                 and self.dtypes[ref] == self.dtypes[("input", name)]
-                and last_read.get(("input", name), -1) <= i
+                and last_read.get(("input", name), -1) <= at
             ):
                 direct[ref] = name
         location: dict[Any, Any] = {}
         free: dict[Any, list[int]] = {}
-        slots: list[Any] = []
+        for slot, dtype in enumerate(self.slots):
+            free.setdefault(dtype, []).append(slot)
         program = []
-        for i, (kind, fn, refs, dtype) in enumerate(steps):
+        for at, i in enumerate(chosen):
+            kind, fn, refs, dtype = steps[i]
             ref = ("node", i)
-            read = dict.fromkeys(r for r in refs if r[0] == "node")  # each once
-            released = [location[r] for r in read if last_read[r] == i]
-            if kind != "where":  # elementwise ufuncs may write over an operand
-                self._release(released, free, slots)
+            read = dict.fromkeys(r for r in refs if r in location)  # each once
+            released = [location[r] for r in read if last_read[r] == at]
+            if kind not in ("where", "expand"):  # elementwise ufuncs may write over an operand
+                self._release(released, free)
             if ref in direct:
                 location[ref] = ("input", direct[ref])
             else:
                 pool = free.setdefault(dtype, [])
                 if not pool:
-                    slots.append(dtype)
-                    pool.append(len(slots) - 1)
+                    self.slots.append(dtype)
+                    pool.append(len(self.slots) - 1)
                 location[ref] = ("slot", pool.pop())
-            if kind == "where":
-                self._release(released, free, slots)
+            if kind in ("where", "expand"):
+                self._release(released, free)
             args = tuple(location.get(r, r) for r in refs)
             program.append((kind, fn, args, location[ref]))
         copies = []
@@ -343,15 +460,13 @@ class Plan:
         targets = {name for name, _ in copies}
         if any(source[0] == "input" and source[1] in targets for _, source in copies):
             raise Untraceable("outputs that exchange arrays")
-        return program + [("copy", name, (source,), ("input", name)) for name, source in copies], (
-            slots
-        )
+        program += [("copy", name, (source,), ("input", name)) for name, source in copies]
+        return program, location
 
-    @staticmethod
-    def _release(locations: list, free: dict, slots: list) -> None:
+    def _release(self, locations: list, free: dict) -> None:
         for loc in locations:
             if loc[0] == "slot":
-                free.setdefault(slots[loc[1]], []).append(loc[1])
+                free.setdefault(self.slots[loc[1]], []).append(loc[1])
 
     def scalar_values(self, scalars: Mapping[str, Any]) -> list[Any] | None:
         """This step's scalar table, or None when a scalar or a guard rules the plan out."""
@@ -375,36 +490,124 @@ class Plan:
         values: list[Any],
         scratch: list[Any],
     ) -> None:
-        """Replay on one block: ``arrays`` are its ``"p"``, ``"g"`` and state arrays
-        (written in place), ``values`` the step's scalar table, ``scratch`` one array
-        per slot, at least block-sized; ``ops`` are the array library's operations."""
+        """Replay a one-pass plan on one block: ``arrays`` are its ``"p"``, ``"g"`` and
+        state arrays (written in place), ``values`` the step's scalar table, ``scratch``
+        one array per slot, at least block-sized; ``ops`` are the library's operations."""
+        self._execute(ops, self.program, arrays, values, scratch, {}, ())
+
+    def run_passes(
+        self,
+        ops: ReplayOps,
+        views: Callable[[bool], Iterable[tuple[Block, Mapping[str, Any]]]],
+        values: list[Any],
+        scratch: list[Any],
+        first: int,
+        count: int,
+    ) -> None:
+        """Replay on the run of tensors ``first .. first+count-1``: ``views(final)``
+        yields each block and its arrays (as :meth:`run` takes them) once per pass; the
+        arrays of the last pass (``final``) are written."""
+        like = scratch[0] if scratch else None
+        per_tensor: dict[int, Any] = {}
+        for stage in self.passes:
+            for i, kind, fn, refs, dtype in stage.before:
+                out = per_tensor[i] = ops.empty(count, dtype, like)
+                if kind == "reduce":
+                    ops.fill(out, 0)
+                else:
+                    args = [_fetch(r, {}, [], values, per_tensor) for r in refs]
+                    _perform(ops, kind, fn, args, out)
+            for block, arrays in views(stage.final):
+                groups = self._groups_of(block, first)
+                buffers = self._execute(
+                    ops, stage.program, arrays, values, scratch, per_tensor, groups
+                )
+                for i, source in stage.reductions:
+                    x = _fetch(source, arrays, buffers, values, per_tensor)
+                    total = per_tensor[i]
+                    for a, b, t, k, n in groups:
+                        part = total[t : t + k]
+                        ops.call(np.add, [part, ops.row_sums(x[a:b].reshape(k, n))], part)
+
+    def _groups_of(self, block: Block, first: int) -> list[tuple[int, int, int, int, int]]:
+        """The block as ``(a, b, t, k, n)``: elements ``[a, b)`` are ``k`` pieces of ``n``
+        elements of the run's consecutive tensors ``t .. t+k-1``."""
+        key = (block.start, block.stop, first)
+        groups = self._groups.get(key)
+        if groups is None:
+            groups, at = [], 0
+            for piece in block.pieces:
+                n, t = piece.hi - piece.lo, piece.index - first
+                a, b, t0, k, n0 = groups[-1] if groups else (0, 0, -1, 0, -1)
+                if n == n0 and t == t0 + k:
+                    groups[-1] = (a, b + n, t0, k + 1, n)
+                else:
+                    groups.append((at, at + n, t, 1, n))
+                at += n
+            self._groups[key] = groups
+        return groups
+
+    @staticmethod
+    def _execute(
+        ops: ReplayOps,
+        program: list,
+        arrays: Mapping[str, Any],
+        values: list[Any],
+        scratch: list[Any],
+        per_tensor: Mapping[int, Any],
+        groups: Sequence[tuple[int, int, int, int, int]],
+    ) -> list[Any]:
         n = arrays["p"].shape[0]
         buffers = [s[:n] for s in scratch]
-
-        def get(ref: Any) -> Any:
-            kind, key = ref
-            if kind == "input":
-                return arrays[key]
-            if kind == "slot":
-                return buffers[key]
-            if kind == "scalar":
-                return values[key]
-            return key  # a constant
-
-        for kind, fn, refs, out in self.program:
-            dst = get(out)
-            if kind == "ufunc":
-                ops.call(fn, [get(r) for r in refs], dst)
-            elif kind == "where":
-                ops.where(dst, *(get(r) for r in refs))
-            elif kind == "fill":
-                ops.fill(dst, fn)
-            else:  # "astype", "copy"
-                ops.copy(dst, get(refs[0]), kind == "astype")
+        for kind, fn, refs, out in program:
+            dst = _fetch(out, arrays, buffers, values, per_tensor)
+            args = [_fetch(r, arrays, buffers, values, per_tensor) for r in refs]
+            if kind == "expand":  # each tensor's value over its elements of the block
+                for a, b, t, k, m in groups:
+                    ops.copy(dst[a:b].reshape(k, m), args[0][t : t + k][:, None], False)
+            else:
+                _perform(ops, kind, fn, args, dst)
+        return buffers
 
     def scratch(self, ops: ReplayOps, size: int, like: Any) -> list[Any]:
         """Scratch arrays for blocks of up to ``size`` elements (on ``like``'s device)."""
         return [ops.empty(size, dtype, like) for dtype in self.slots]
+
+
+def _needed(steps: list[tuple], targets: list) -> set[int]:
+    """The operations the ``targets`` depend on."""
+    seen: set[int] = set()
+    stack = [r[1] for r in targets if r[0] == "node"]
+    while stack:
+        i = stack.pop()
+        if i not in seen:
+            seen.add(i)
+            stack.extend(r[1] for r in steps[i][2] if r[0] == "node")
+    return seen
+
+
+def _fetch(ref: Any, arrays: Mapping, buffers: list, values: list, per_tensor: Mapping) -> Any:
+    kind, key = ref
+    if kind == "input":
+        return arrays[key]
+    if kind == "slot":
+        return buffers[key]
+    if kind == "scalar":
+        return values[key]
+    if kind == "node":  # a per-tensor value
+        return per_tensor[key]
+    return key  # a constant
+
+
+def _perform(ops: ReplayOps, kind: str, fn: Any, args: list, out: Any) -> None:
+    if kind == "ufunc":
+        ops.call(fn, args, out)
+    elif kind == "where":
+        ops.where(out, *args)
+    elif kind == "fill":
+        ops.fill(out, fn)
+    else:  # "astype", "copy"
+        ops.copy(out, args[0], kind == "astype")
 
 
 class ReplayOps:
@@ -432,3 +635,7 @@ class ReplayOps:
 
     def empty(self, size: int, dtype: Any, like: Any) -> Any:
         return np.empty(size, dtype=dtype)
+
+    def row_sums(self, x: Any) -> Any:
+        """The sum of each row of a 2-d array, in its dtype."""
+        return x.sum(1)

@@ -159,18 +159,23 @@ class Segment:
         flat_grads = [None if g is None else adapter.flat(g) for g in grads]
         g_run = self._shared_grads(first, list(grads[first:last]))
         start = self.layout.spans[first].offset
-        run_block = self._eager(rule, scalars, state)
-        for block in self._blocks(first, last, adapter.chunk_elements, rule):
-            own = {k: v[block.start : block.stop] for k, v in state.items()}
-            p = block.gather(xp, params)  # a view when the block is one tensor's piece
-            if g_run is None:
-                g = block.gather(xp, flat_grads)
-            else:
-                g = g_run[block.start - start : block.stop - start]
-            run_block(block, p, g, own)
-            if len(block.pieces) > 1:  # p was a copy: scatter it back
-                for piece, part in zip(block.pieces, block.split(p)):
-                    adapter.write(params[piece.index][piece.lo : piece.hi], part)
+        run, whole = self._eager(rule, scalars, state, first, last)
+        blocks = self._blocks(first, last, adapter.chunk_elements, whole)
+
+        def views(final: bool):
+            for block in blocks:
+                own = {k: v[block.start : block.stop] for k, v in state.items()}
+                p = block.gather(xp, params)  # a view when the block is one tensor's piece
+                if g_run is None:
+                    g = block.gather(xp, flat_grads)
+                else:
+                    g = g_run[block.start - start : block.stop - start]
+                yield block, {"p": p, "g": g, **own}
+                if final and len(block.pieces) > 1:  # p was a copy: scatter it back
+                    for piece, part in zip(block.pieces, block.split(p)):
+                        adapter.write(params[piece.index][piece.lo : piece.hi], part)
+
+        run(views)
 
     def _run_flat(
         self,
@@ -196,40 +201,52 @@ class Segment:
         fn = self._compiled_in_place(rule, first, last, tuple(scalars)) if self.compile else None
         self.compile = fn is not None  # the library compiles nothing (NumPy): eager
         if self.compile:
-            blocks = self._blocks(first, last, None, rule)
             scalars = {k: adapter.scalar(v, p_run) for k, v in scalars.items()}
-        else:
-            blocks = self._blocks(first, last, adapter.chunk_elements, rule)
-            fn = self._eager(rule, scalars, state)
-        for block in blocks:
-            a, b = block.start - start, block.stop - start
+            (block,) = self._blocks(first, last, None, True)
             own = {k: v[block.start : block.stop] for k, v in state.items()}
-            if self.compile:
-                fn(p_run[a:b], g_run[a:b], own, scalars)
-            else:
-                fn(block, p_run[a:b], g_run[a:b], own)
+            fn(p_run, g_run, own, scalars)
+            return
+        run, whole = self._eager(rule, scalars, state, first, last)
+        blocks = self._blocks(first, last, adapter.chunk_elements, whole)
 
-    def _eager(self, rule: Rule, scalars: Mapping, state: Mapping[str, Any]) -> Callable:
-        """``run_block(block, p, g, own_state)``: the rule on one block, written in place;
-        replayed from a recorded plan where the adapter allows it and the rule is
-        elementwise (bitwise the same numbers, see :mod:`uniopt.engine.plan`)."""
+        def views(final: bool):
+            for block in blocks:
+                a, b = block.start - start, block.stop - start
+                own = {k: v[block.start : block.stop] for k, v in state.items()}
+                yield block, {"p": p_run[a:b], "g": g_run[a:b], **own}
+
+        run(views)
+
+    def _eager(
+        self, rule: Rule, scalars: Mapping, state: Mapping[str, Any], first: int, last: int
+    ) -> tuple[Callable, bool]:
+        """``(run, whole)``: ``run(views)`` applies the rule to tensors ``first ..
+        last-1``, whose blocks (holding whole tensors where ``whole``) and arrays
+        ``views(final)`` yields; the arrays of the ``final`` sweep are written in place.
+        Replayed from a recorded plan where the adapter allows it (the rule's numbers,
+        see :mod:`uniopt.engine.plan`), else the rule as written on each block."""
         xp, write, dtype = self.xp, self.adapter.write, self.dtype
 
-        def as_written(block, p, g, own):
-            update_block_in_place(xp, write, rule, block, dtype, p, g, own, scalars)
+        def as_written(views):
+            for block, arrays in views(True):
+                own = {k: v for k, v in arrays.items() if k not in ("p", "g")}
+                p, g = arrays["p"], arrays["g"]
+                update_block_in_place(xp, write, rule, block, dtype, p, g, own, scalars)
 
         found = self._plan(rule, scalars, state)
         if found is None:
-            return as_written
+            return as_written, rule.needs_tensor_reductions
         plan, values, scratch = found
-        ops, size = self.adapter.replay, self.adapter.chunk_elements
+        ops = self.adapter.replay
 
-        def replayed(block, p, g, own):
-            if block.stop - block.start > size:  # a whole tensor larger than a chunk
-                return as_written(block, p, g, own)
-            plan.run(ops, {"p": p, "g": g, **own}, values, scratch)
+        def replayed(views):
+            for _, arrays in views(True):
+                plan.run(ops, arrays, values, scratch)
 
-        return replayed
+        def in_passes(views):
+            plan.run_passes(ops, views, values, scratch, first, last - first)
+
+        return (in_passes if plan.reduces else replayed), False
 
     def _plan(self, rule: Rule, scalars: Mapping, state: Mapping[str, Any]) -> Any:
         """``(plan, this step's scalar table, scratch)`` for the rule, recorded on first
@@ -237,17 +254,18 @@ class Segment:
         ops = self.adapter.replay
         if ops is None or "master" in state:
             return None
+        if rule.needs_tensor_reductions and self.layout.all_reduce is not None:
+            return None  # sums over shards in other processes: whole blocks, as written
         key = ("plan", rule, tuple(scalars), tuple(state))
         plan = self._compiled.get(key)
         values = plan.scalar_values(scalars) if plan is not None else None
         if values is None and self._compiled.get(key, 0) is not None:
             dtypes = {"p": self.dtype, "g": self.dtype, **{k: v.dtype for k, v in state.items()}}
             dtypes = {k: ops.numpy_dtype(v) for k, v in dtypes.items()}
-            block = next(self.layout.blocks(0, 1, None, whole_tensors=True))
             try:
                 if any(d is None for d in dtypes.values()):
                     raise Untraceable("a dtype NumPy has no stand-in for")
-                plan = Plan.trace(self.xp, rule, block, dtypes, scalars)
+                plan = Plan.trace(self.xp, rule, dtypes, scalars)
             except Untraceable:
                 plan = None
             self._compiled[key] = plan
@@ -302,10 +320,9 @@ class Segment:
         self._grads[...] = 0
         return True
 
-    def _blocks(self, first: int, last: int, max_elements: int | None, rule: Rule) -> list:
-        """The layout's blocks for a run (one block when ``max_elements`` is None),
-        planned once and reused every step."""
-        whole = max_elements is None or rule.needs_tensor_reductions
+    def _blocks(self, first: int, last: int, max_elements: int | None, whole: bool) -> list:
+        """The layout's blocks for a run (one block when ``max_elements`` is None; never
+        splitting a tensor where ``whole``), planned once and reused every step."""
         key = (first, last, max_elements, whole)
         if key not in self._planned:
             self._planned[key] = list(self.layout.blocks(first, last, max_elements, whole))
