@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import types
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,23 +31,17 @@ class TorchReplay(ReplayOps):
     def numpy_dtype(self, dtype: Any) -> Any:
         return np.dtype(self.DTYPES[dtype]) if dtype in self.DTYPES else None
 
-    def call(self, ufunc: Any, args: list[Any], out: Any) -> None:
-        a = args[0]
-        if len(args) == 2 and not isinstance(a, torch.Tensor):  # a Python scalar first
-            b = args[1]
-            if ufunc is np.subtract:
-                torch.neg(b, out=out)
-                torch.add(out, a, out=out)
-            elif ufunc is np.divide:
-                torch.reciprocal(b, out=out)
-                torch.mul(out, a, out=out)
-            else:  # add, multiply: commutative
-                _OPS[ufunc](b, a, out=out)
-            return
-        _OPS[ufunc](*args, out=out)
-
-    def where(self, out: Any, condition: Any, a: Any, b: Any) -> None:
-        torch.where(condition, a, b, out=out)
+    def bind(self, kind: str, fn: Any, scalar_first: bool) -> Callable:
+        if kind == "where":
+            return torch.where
+        if kind != "ufunc":
+            return super().bind(kind, fn, scalar_first)
+        if not scalar_first:
+            return _OPS[fn]
+        return {np.subtract: _scalar_minus, np.divide: _scalar_over}.get(
+            fn,
+            partial(_swapped, _OPS[fn]),  # add, multiply: commutative
+        )
 
     def fill(self, out: Any, value: Any) -> None:
         out.fill_(value)
@@ -55,6 +51,20 @@ class TorchReplay(ReplayOps):
 
     def empty(self, size: int, dtype: Any, like: Any) -> Any:
         return torch.empty(size, dtype=self.TORCH[np.dtype(dtype)], device=like.device)
+
+
+def _scalar_minus(s: float, t: Any, out: Any) -> None:
+    torch.neg(t, out=out)
+    torch.add(out, s, out=out)
+
+
+def _scalar_over(s: float, t: Any, out: Any) -> None:
+    torch.reciprocal(t, out=out)
+    torch.mul(out, s, out=out)
+
+
+def _swapped(op: Callable, s: float, t: Any, out: Any) -> None:
+    op(t, s, out=out)
 
 
 _COMPILED = itertools.count()  #: numbers the compiled steps' code objects

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -296,6 +297,52 @@ class _Pass:
         self.program = program  #: (kind, fn, args, location), per block
         self.reductions = reductions  #: (node, location): per-tensor sums to add up
         self.final = final
+        self._code: dict[Any, Callable] = {}
+        self.source = ""  #: the generated Python of :meth:`code`, to read
+
+    def code(self, ops: ReplayOps) -> Callable:
+        """The program as one Python function of ``(arrays, buffers, values,
+        per_tensor, groups)`` calling ``ops``' operations directly, one line each (an
+        interpreter loop over the program costs about a microsecond per operation)."""
+        found = self._code.get(ops)
+        if found is None:
+            found = self._code[ops] = self._generate(ops)
+        return found
+
+    def _generate(self, ops: ReplayOps) -> Callable:
+        names: dict[str, Any] = {}
+        lines = ["def block(arrays, buffers, values, per_tensor, groups):"]
+        inputs: dict[str, str] = {}
+
+        def expr(ref: Any) -> str:
+            kind, key = ref
+            if kind == "input":
+                if key not in inputs:
+                    inputs[key] = f"a{len(inputs)}"
+                    lines.insert(1, f"    {inputs[key]} = arrays[{key!r}]")
+                return inputs[key]
+            if kind == "slot":
+                return f"buffers[{key}]"
+            if kind == "scalar":
+                return f"values[{key}]"
+            if kind == "node":
+                return f"per_tensor[{key}]"
+            names[f"c{len(names)}"] = key  # a constant
+            return f"c{len(names) - 1}"
+
+        for n, (kind, fn, refs, out) in enumerate(self.program):
+            if kind == "expand":
+                call = partial(_expand, ops)
+                args = f"{expr(refs[0])}, groups"
+            else:
+                call = ops.bind(kind, fn, _scalar_first(refs))
+                args = ", ".join(expr(r) for r in refs)
+            names[f"f{n}"] = call
+            lines.append(f"    f{n}({args}, out={expr(out)})  # {kind} {_name(fn)}")
+        lines.append("    return None")
+        self.source = "\n".join(lines)
+        exec(compile(self.source, "<uniopt plan>", "exec"), names)  # noqa: S102
+        return names["block"]
 
 
 class Plan:
@@ -378,9 +425,7 @@ class Plan:
         passes = []
         for at in range(last + 1):
             sums = [
-                i
-                for i in sorted(needed)
-                if steps[i][0] == "reduce" and level[steps[i][2][0]] == at
+                i for i in sorted(needed) if steps[i][0] == "reduce" and level[steps[i][2][0]] == at
             ]
             before = [
                 (i, *steps[i])
@@ -392,7 +437,9 @@ class Plan:
             final = at == last
             block_steps = sorted(
                 i
-                for i in _needed(steps, targets + (list(outputs.values()) if final else []))
+                for i in _needed(
+                    steps, targets + (list(outputs.values()) if final else []), domains
+                )
                 if domains[("node", i)] == "block"
             )
             program, location = self._allocate(
@@ -405,10 +452,14 @@ class Plan:
     def _allocate(
         self, steps: list[tuple], chosen: list[int], outputs: dict[str, Any], kept: list
     ) -> tuple[list, dict]:
-        """Give each chosen operation an output location: an output array where it is
-        the output's final value and nothing later reads that array's old value, else a
-        scratch slot (shared by all passes) freed after its last reader. ``kept`` values
-        live to the end of the program (the pass's sums read them)."""
+        """Give each chosen operation an output location.
+
+        The final value of an output goes straight into its array when nothing later
+        reads that array's old value. Other values go into an output array whose old
+        value is no longer read and which they leave before its final value arrives
+        (in place, as a hand-written loop would), else into a scratch slot (shared by
+        all passes). Each is freed after its last reader; ``kept`` values live to the
+        end of the program (the pass's sums read them)."""
         last_read: dict[Any, int] = {}
         for at, i in enumerate(chosen):
             for ref in steps[i][2]:
@@ -417,39 +468,79 @@ class Plan:
         for ref in [*outputs.values(), *kept]:
             last_read[ref] = end
         position = {("node", i): at for at, i in enumerate(chosen)}
+        aliasing = ("where", "expand")  # these write their output before reading all operands
+
+        def free_from(ref: Any) -> int:
+            """Where an array's value is no longer read and its location may be reused
+            (by an operation at that position, which may write over its operand)."""
+            at = last_read.get(ref, -1)
+            return at + 1 if at >= 0 and steps[chosen[at]][0] in aliasing else at
+
         direct: dict[Any, str] = {}
         for name, ref in outputs.items():
             at = position.get(ref, -1)
             if (
                 at >= 0
                 and ref not in direct
-                and steps[ref[1]][0] not in ("where", "expand")
+                and steps[ref[1]][0] not in aliasing
                 and self.dtypes[ref] == self.dtypes[("input", name)]
-                and last_read.get(("input", name), -1) <= at
+                and free_from(("input", name)) <= at
             ):
                 direct[ref] = name
+        finals = set(outputs.values())
+        # output arrays that may hold passing values: name -> the value there, or None
+        spare: dict[str, Any] = {
+            name: None for name, ref in outputs.items() if ref in direct and name != "g"
+        }
+
+        def spare_for(ref: Any, at: int) -> str | None:
+            for name, held in spare.items():
+                final = position[outputs[name]]
+                if (
+                    held is None
+                    and self.dtypes[("input", name)] == steps[ref[1]][3]
+                    and free_from(("input", name)) <= at < final
+                    and free_from(ref) <= final
+                ):
+                    return name
+            return None
+
         location: dict[Any, Any] = {}
         free: dict[Any, list[int]] = {}
         for slot, dtype in enumerate(self.slots):
             free.setdefault(dtype, []).append(slot)
+
+        def release(refs: list) -> None:
+            for r in refs:
+                loc = location[r]
+                if loc[0] == "slot":
+                    free.setdefault(self.slots[loc[1]], []).append(loc[1])
+                elif spare.get(loc[1]) == r:
+                    spare[loc[1]] = None
+
         program = []
         for at, i in enumerate(chosen):
             kind, fn, refs, dtype = steps[i]
             ref = ("node", i)
             read = dict.fromkeys(r for r in refs if r in location)  # each once
-            released = [location[r] for r in read if last_read[r] == at]
-            if kind not in ("where", "expand"):  # elementwise ufuncs may write over an operand
-                self._release(released, free)
-            if ref in direct:
-                location[ref] = ("input", direct[ref])
+            released = [r for r in read if last_read[r] == at]
+            if kind not in aliasing:  # elementwise ufuncs may write over an operand
+                release(released)
+            name = direct.get(ref) or (None if ref in finals else spare_for(ref, at))
+            if name is not None:
+                location[ref] = ("input", name)
+                if ref in direct:
+                    spare.pop(name, None)  # holds its final value from now on
+                else:
+                    spare[name] = ref
             else:
                 pool = free.setdefault(dtype, [])
                 if not pool:
                     self.slots.append(dtype)
                     pool.append(len(self.slots) - 1)
                 location[ref] = ("slot", pool.pop())
-            if kind in ("where", "expand"):
-                self._release(released, free)
+            if kind in aliasing:
+                release(released)
             args = tuple(location.get(r, r) for r in refs)
             program.append((kind, fn, args, location[ref]))
         copies = []
@@ -462,11 +553,6 @@ class Plan:
             raise Untraceable("outputs that exchange arrays")
         program += [("copy", name, (source,), ("input", name)) for name, source in copies]
         return program, location
-
-    def _release(self, locations: list, free: dict) -> None:
-        for loc in locations:
-            if loc[0] == "slot":
-                free.setdefault(self.slots[loc[1]], []).append(loc[1])
 
     def scalar_values(self, scalars: Mapping[str, Any]) -> list[Any] | None:
         """This step's scalar table, or None when a scalar or a guard rules the plan out."""
@@ -493,7 +579,8 @@ class Plan:
         """Replay a one-pass plan on one block: ``arrays`` are its ``"p"``, ``"g"`` and
         state arrays (written in place), ``values`` the step's scalar table, ``scratch``
         one array per slot, at least block-sized; ``ops`` are the library's operations."""
-        self._execute(ops, self.program, arrays, values, scratch, {}, ())
+        n = arrays["p"].shape[0]
+        self.passes[-1].code(ops)(arrays, [s[:n] for s in scratch], values, {}, ())
 
     def run_passes(
         self,
@@ -508,26 +595,28 @@ class Plan:
         yields each block and its arrays (as :meth:`run` takes them) once per pass; the
         arrays of the last pass (``final``) are written."""
         like = scratch[0] if scratch else None
+        add = ops.bind("ufunc", np.add, False)
         per_tensor: dict[int, Any] = {}
         for stage in self.passes:
             for i, kind, fn, refs, dtype in stage.before:
                 out = per_tensor[i] = ops.empty(count, dtype, like)
-                if kind == "reduce":
+                if kind == "reduce":  # the sums to add up in this pass
                     ops.fill(out, 0)
                 else:
                     args = [_fetch(r, {}, [], values, per_tensor) for r in refs]
-                    _perform(ops, kind, fn, args, out)
+                    ops.bind(kind, fn, _scalar_first(refs))(*args, out=out)
+            code = stage.code(ops)
             for block, arrays in views(stage.final):
+                n = block.stop - block.start
+                buffers = [s[:n] for s in scratch]
                 groups = self._groups_of(block, first)
-                buffers = self._execute(
-                    ops, stage.program, arrays, values, scratch, per_tensor, groups
-                )
+                code(arrays, buffers, values, per_tensor, groups)
                 for i, source in stage.reductions:
                     x = _fetch(source, arrays, buffers, values, per_tensor)
                     total = per_tensor[i]
-                    for a, b, t, k, n in groups:
+                    for a, b, t, k, m in groups:
                         part = total[t : t + k]
-                        ops.call(np.add, [part, ops.row_sums(x[a:b].reshape(k, n))], part)
+                        add(part, ops.row_sums(x[a:b].reshape(k, m)), out=part)
 
     def _groups_of(self, block: Block, first: int) -> list[tuple[int, int, int, int, int]]:
         """The block as ``(a, b, t, k, n)``: elements ``[a, b)`` are ``k`` pieces of ``n``
@@ -547,42 +636,22 @@ class Plan:
             self._groups[key] = groups
         return groups
 
-    @staticmethod
-    def _execute(
-        ops: ReplayOps,
-        program: list,
-        arrays: Mapping[str, Any],
-        values: list[Any],
-        scratch: list[Any],
-        per_tensor: Mapping[int, Any],
-        groups: Sequence[tuple[int, int, int, int, int]],
-    ) -> list[Any]:
-        n = arrays["p"].shape[0]
-        buffers = [s[:n] for s in scratch]
-        for kind, fn, refs, out in program:
-            dst = _fetch(out, arrays, buffers, values, per_tensor)
-            args = [_fetch(r, arrays, buffers, values, per_tensor) for r in refs]
-            if kind == "expand":  # each tensor's value over its elements of the block
-                for a, b, t, k, m in groups:
-                    ops.copy(dst[a:b].reshape(k, m), args[0][t : t + k][:, None], False)
-            else:
-                _perform(ops, kind, fn, args, dst)
-        return buffers
-
     def scratch(self, ops: ReplayOps, size: int, like: Any) -> list[Any]:
         """Scratch arrays for blocks of up to ``size`` elements (on ``like``'s device)."""
         return [ops.empty(size, dtype, like) for dtype in self.slots]
 
 
-def _needed(steps: list[tuple], targets: list) -> set[int]:
-    """The operations the ``targets`` depend on."""
+def _needed(steps: list[tuple], targets: list, domains: Mapping | None = None) -> set[int]:
+    """The operations the ``targets`` depend on; with ``domains``, those of a block
+    program, which finds per-tensor values formed (not what they are formed from)."""
     seen: set[int] = set()
     stack = [r[1] for r in targets if r[0] == "node"]
     while stack:
         i = stack.pop()
         if i not in seen:
             seen.add(i)
-            stack.extend(r[1] for r in steps[i][2] if r[0] == "node")
+            if domains is None or domains[("node", i)] == "block":
+                stack.extend(r[1] for r in steps[i][2] if r[0] == "node")
     return seen
 
 
@@ -599,15 +668,19 @@ def _fetch(ref: Any, arrays: Mapping, buffers: list, values: list, per_tensor: M
     return key  # a constant
 
 
-def _perform(ops: ReplayOps, kind: str, fn: Any, args: list, out: Any) -> None:
-    if kind == "ufunc":
-        ops.call(fn, args, out)
-    elif kind == "where":
-        ops.where(out, *args)
-    elif kind == "fill":
-        ops.fill(out, fn)
-    else:  # "astype", "copy"
-        ops.copy(out, args[0], kind == "astype")
+def _scalar_first(refs: tuple) -> bool:
+    """The operation's first operand is a Python number (a per-step scalar or a constant)."""
+    return refs[0][0] in ("scalar", "const")
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__name__", repr(fn))
+
+
+def _expand(ops: ReplayOps, per_tensor: Any, groups: Sequence, out: Any) -> None:
+    """Each tensor's value over its elements of the block."""
+    for a, b, t, k, n in groups:
+        ops.copy(out[a:b].reshape(k, n), per_tensor[t : t + k][:, None], False)
 
 
 class ReplayOps:
@@ -620,12 +693,17 @@ class ReplayOps:
         """The NumPy dtype that stands for ``dtype`` while recording (None: no replay)."""
         return np.dtype(dtype)
 
-    def call(self, ufunc: Any, args: list[Any], out: Any) -> None:
-        ufunc(*args, out=out)
-
-    def where(self, out: Any, condition: Any, a: Any, b: Any) -> None:
-        np.copyto(out, b)
-        np.copyto(out, a, where=condition)
+    def bind(self, kind: str, fn: Any, scalar_first: bool) -> Callable:
+        """The recorded operation ``kind`` (``"ufunc"`` ``fn``, ``"where"``, ``"fill"``
+        with value ``fn``, ``"astype"``, ``"copy"``) as ``f(*operands, out=array)``;
+        ``scalar_first``: the first operand is a Python number."""
+        if kind == "ufunc":
+            return fn
+        if kind == "where":
+            return _numpy_where
+        if kind == "fill":
+            return partial(_fill, self, fn)
+        return partial(_copy, self, kind == "astype")
 
     def fill(self, out: Any, value: Any) -> None:
         out.fill(value)
@@ -639,3 +717,16 @@ class ReplayOps:
     def row_sums(self, x: Any) -> Any:
         """The sum of each row of a 2-d array, in its dtype."""
         return x.sum(1)
+
+
+def _numpy_where(condition: Any, a: Any, b: Any, out: Any) -> None:
+    np.copyto(out, b)
+    np.copyto(out, a, where=condition)
+
+
+def _fill(ops: ReplayOps, value: Any, like: Any, out: Any) -> None:
+    ops.fill(out, value)
+
+
+def _copy(ops: ReplayOps, cast: bool, x: Any, out: Any) -> None:
+    ops.copy(out, x, cast)
