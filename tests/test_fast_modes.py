@@ -67,6 +67,30 @@ def test_compiled_step_equals_the_plain_step(case_id):
     assert segment.compile and len(segment._compiled) == 1  # compiled once, reused
 
 
+def test_compiled_lamb_over_many_tensors_takes_the_replay_in_passes():
+    """torch.compile's time grows with the tensors a step with per-tensor sums takes;
+    past 8 the run is replayed eagerly instead, with the same numbers."""
+    import uniopt
+
+    case = next(c for c in CASES if c.id == "lamb-default")
+    shapes = [(4, 3)] * 12
+    runs = []
+    for compile in (False, True):
+        rng = np.random.default_rng(1)
+        params = [torch.nn.Parameter(torch.tensor(rng.standard_normal(s))) for s in shapes]
+        opt = uniopt.LAMB(params, compile=compile, **case.options)
+        grads = np.random.default_rng(2)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.tensor(grads.standard_normal(tuple(p.shape)))
+            opt.step()
+        runs.append(([p.detach().clone() for p in params], opt))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
+    (segment,) = runs[1][1]._segments[0]
+    assert [k[0] for k in segment._compiled] == ["plan"]  # nothing compiled
+
+
 def test_compiled_steps_of_many_segments_do_not_exhaust_torch_recompiles():
     """torch caps recompilations per code object (8): every segment compiles alone."""
     import uniopt

@@ -108,6 +108,9 @@ class Optimizer(CustomOptimizerHelpers):
       float32 state; the low-precision parameters are the rounded master;
     * ``compile``: on torch, run each step's update as one ``torch.compile``-d kernel
       over the flat parameter segment (the first step pays the compilation, seconds).
+      Rules with per-tensor sums (LAMB, LARS, ``ClipGradByNorm``) are compiled only for
+      runs of up to 8 tensors; longer runs take the eager replay in passes, which
+      compiles nothing and is faster there.
 
     Param groups take the group keys of the references: the hyperparameters,
     ``grad_centralization`` (MindSpore), ``clip_grad_max_norm`` and

@@ -198,9 +198,11 @@ class Segment:
                 self._grads = xp.empty_like(self.flat)
             g_run = adapter.gather(run_grads, out=self._grads[start:stop])
             adapter.point_grads(self.params[first:last], run_grads, g_run)
-        fn = self._compiled_in_place(rule, first, last, tuple(scalars)) if self.compile else None
-        self.compile = fn is not None  # the library compiles nothing (NumPy): eager
-        if self.compile:
+        fn = None
+        if self.compile and self._compiles(rule, last - first):
+            fn = self._compiled_in_place(rule, first, last, tuple(scalars))
+            self.compile = fn is not None  # the library compiles nothing (NumPy): eager
+        if fn is not None:
             scalars = {k: adapter.scalar(v, p_run) for k, v in scalars.items()}
             (block,) = self._blocks(first, last, None, True)
             own = {k: v[block.start : block.stop] for k, v in state.items()}
@@ -278,6 +280,16 @@ class Segment:
             scratch = plan.scratch(ops, size, self.adapter.data(self.params[0]))
             self._scratch[key] = (plan, scratch)
         return plan, values, scratch
+
+    #: the most tensors a compiled step with per-tensor sums takes: torch.compile's time
+    #: grows with their number (LAMB over 161 tensors: 2 s and slower than the replay;
+    #: over 2000: 498 s), while the replay in passes streams them at any number
+    COMPILED_SUMS_MAX_TENSORS = 8
+
+    def _compiles(self, rule: Rule, tensors: int) -> bool:
+        """Whether a run of ``tensors`` is compiled (``compile=True``) rather than
+        replayed."""
+        return not rule.needs_tensor_reductions or tensors <= self.COMPILED_SUMS_MAX_TENSORS
 
     def _compiled_in_place(self, rule: Rule, first: int, last: int, names: tuple) -> Callable:
         key = ("in_place", rule, first, last, names)
