@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
@@ -454,7 +454,7 @@ class Optimizer(CustomOptimizerHelpers):
         if (  # the common case, checked first: a flat list in parameter order
             isinstance(grads, (list, tuple))
             and len(grads) == len(names)
-            and all(g is None or is_array(g) for g in grads)
+            and _all_arrays_or_none(grads)
         ):
             return dict(zip(names, grads))
         if params_forms.is_group_list(grads):
@@ -654,3 +654,10 @@ class Optimizer(CustomOptimizerHelpers):
                 if k not in ("params", "param_names"):
                     lines.append(f"    {k}: {group[k]}")
         return "\n".join(lines + [")"])
+
+
+def _all_arrays_or_none(values: Sequence[Any]) -> bool:
+    """Every value is an array or None: checked once per type (a step's thousands of
+    gradients are usually of one or two types)."""
+    firsts = {type(x): x for x in values}
+    return all(x is None or is_array(x) for x in firsts.values())
