@@ -158,11 +158,31 @@ def torch_modes(shapes, algorithm: str, compile: bool) -> dict[str, Step]:
             except (RuntimeError, TypeError, ValueError):
                 continue  # no fused kernel for this algorithm here
             modes[f"torch.optim {label}"] = opt.step
+    if compile and algorithm == "adamw":
+        modes["memory floor: compiled p, m, v += g"] = memory_floor(shapes)
     modes["uniopt"] = c.build(parameters()).step
     if compile and algorithm != "lookahead":
         opt = type(c.build([torch.zeros(1)]))(parameters(), compile=True, **c.options)
         modes["uniopt compile=True"] = timed_first_step(opt.step, "torch uniopt compile=True")
     return modes
+
+
+def memory_floor(shapes) -> Step:
+    """The least an in-place AdamW step can cost here: one compiled kernel over flat
+    buffers reading p, g, m, v and writing p, m, v (AdamW's 28 bytes per parameter)
+    with next to no arithmetic. A ratio below 1 to it is not possible."""
+    import torch
+
+    n = sum(int(np.prod(s)) for s in shapes)
+    p, g, m, v = (torch.randn(n) for _ in range(4))
+
+    @torch.compile
+    def kernel(p, g, m, v):
+        m.add_(g)
+        v.add_(g)
+        p.add_(g)
+
+    return timed_first_step(lambda: kernel(p, g, m, v), "torch memory floor")
 
 
 def timed_first_step(step: Step, label: str) -> Step:
