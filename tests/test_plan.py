@@ -12,6 +12,7 @@ from uniopt.backends.numpy import ADAPTER
 import uniopt
 from uniopt.engine.plan import Plan, ReplayOps, Untraceable
 from uniopt.parity.cases import CASES
+from uniopt.rule import Scalars
 
 # one tensor larger than a block, so blocks are both whole and partial tensors
 # and two tensors of one size after each other (their sums are one row-sum call)
@@ -105,6 +106,50 @@ def test_what_a_plan_cannot_replay_is_refused_when_recorded():
     for rule in (Indexing(), Baked()):
         with pytest.raises(Untraceable):
             Plan.trace(np, rule, {"p": np.float32, "g": np.float32}, {"lr": 0.1})
+
+
+class _Tricky(uniopt.SGD.rule):
+    """Rules whose values must not be written in place too early."""
+
+    def slots(self):
+        return {"m": 0.0, "n": 0.0}
+
+
+class _ReadAfterFinal(_Tricky):
+    def update(self, xp, p, g, state, s, block):
+        a = s.lr * state["m"]  # still read after m's new value exists
+        new_m = a + g
+        return -(a * new_m) - p * s.lr, {"m": new_m, "n": state["n"] + a}
+
+
+class _Selecting(_Tricky):
+    def update(self, xp, p, g, state, s, block):
+        m = xp.where(g > 0, state["m"] * s.lr, g)  # where: writes before reading all
+        n = xp.where(m > p, p, state["n"] - m)
+        return xp.where(n > 0, -n, m) * s.lr, {"m": m, "n": n}
+
+
+class _Swapping(_Tricky):
+    def update(self, xp, p, g, state, s, block):
+        return -s.lr * g, {"m": state["n"], "n": state["m"]}
+
+
+@pytest.mark.parametrize("rule", [_ReadAfterFinal(), _Selecting(), _Swapping()])
+def test_values_computed_in_place_never_overwrite_what_is_read_later(rule):
+    rng = np.random.default_rng(3)
+    arrays = {k: rng.standard_normal(9) for k in ("p", "g", "m", "n")}
+    scalars = {"lr": 0.3}
+    delta, new = rule.update(np, arrays["p"], arrays["g"], dict(arrays), Scalars(scalars), None)
+    expected = {"p": arrays["p"] + delta, **new}
+    try:
+        plan = Plan.trace(np, rule, {k: np.float64 for k in arrays}, scalars)
+    except Untraceable:
+        assert isinstance(rule, _Swapping)  # outputs that exchange arrays: as written
+        return
+    ops = ReplayOps()
+    plan.run(ops, arrays, plan.scalar_values(scalars), plan.scratch(ops, 9, None))
+    for k, v in expected.items():
+        np.testing.assert_array_equal(arrays[k], v)
 
 
 def torch_run(case, replay, dtype, steps=4):
