@@ -271,9 +271,6 @@ class _BlockStandIn:
     are recorded (``"reduce"`` and ``"expand"`` operations); anything else about the
     block's tensors is not replayable."""
 
-    shaped = False
-    all_reduce = None
-
     def __init__(self, recorder: _Recorder):
         self._recorder = recorder
 
@@ -339,7 +336,7 @@ class _Pass:
                 args = ", ".join(expr(r) for r in refs)
             names[f"f{n}"] = call
             lines.append(f"    f{n}({args}, out={expr(out)})  # {kind} {_name(fn)}")
-        lines.append("    return None")
+        lines.append("    return None")  # a body even where a pass computes nothing per block
         self.source = "\n".join(lines)
         exec(compile(self.source, "<uniopt plan>", "exec"), names)  # noqa: S102
         return names["block"]
@@ -366,11 +363,6 @@ class Plan:
         self.slots: list[Any] = []
         self.passes = self._schedule(recorder.steps, recorder.domains, outputs)
         self._groups: dict[tuple, list] = {}
-
-    @property
-    def program(self) -> list:
-        """The program of a one-pass plan."""
-        return self.passes[-1].program
 
     @property
     def reduces(self) -> bool:
