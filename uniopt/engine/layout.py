@@ -81,9 +81,31 @@ class Block:
     def whole_tensors(self) -> bool:
         return all(p.lo == 0 for p in self.pieces)
 
+    @property
+    def stretches(self) -> tuple[tuple[int, int, int, int, int], ...]:
+        """The block as stretches ``(a, b, index, k, n)`` of equal-length pieces:
+        elements ``[a, b)`` are ``k`` pieces of ``n`` elements of the consecutive
+        tensors ``index .. index+k-1``. A stretch is one ``(k, n)`` array, so per-tensor
+        sums and broadcasts cost one operation per stretch, not per tensor."""
+        out: list[tuple[int, int, int, int, int]] = []
+        at = 0
+        for piece in self.pieces:
+            n = piece.hi - piece.lo
+            if out and out[-1][4] == n and out[-1][2] + out[-1][3] == piece.index:
+                a, b, index, k, _ = out[-1]
+                out[-1] = (a, b + n, index, k + 1, n)
+            else:
+                out.append((at, at + n, piece.index, 1, n))
+            at += n
+        return tuple(out)
+
     def tensor_sums(self, xp: Any, x: Any) -> Any:
         """Per-tensor sums of a block-sized array (the block must hold whole tensors)."""
-        sums = xp.stack([xp.sum(part) for part in self.split(x)])
+        if self.shaped:
+            sums = xp.reshape(xp.sum(x), (1,))
+        else:
+            parts = [xp.sum(xp.reshape(x[a:b], (k, n)), axis=1) for a, b, _, k, n in self.stretches]
+            sums = parts[0] if len(parts) == 1 else xp.concat(parts)
         return sums if self.all_reduce is None else self.all_reduce(sums)
 
     def expand(self, xp: Any, per_tensor: Any) -> Any:
@@ -91,10 +113,12 @@ class Block:
         if self.shaped:
             shape = self.pieces[0].shape
             return xp.broadcast_to(xp.reshape(per_tensor, (1,) * len(shape)), shape)
-        sizes = [p.hi - p.lo for p in self.pieces]
-        return xp.concat(
-            [xp.broadcast_to(per_tensor[i : i + 1], (n,)) for i, n in enumerate(sizes)]
-        )
+        parts, t = [], 0
+        for a, b, _, k, n in self.stretches:
+            column = xp.reshape(per_tensor[t : t + k], (k, 1))
+            parts.append(xp.reshape(xp.broadcast_to(column, (k, n)), (b - a,)))
+            t += k
+        return parts[0] if len(parts) == 1 else xp.concat(parts)
 
 
 @dataclass(frozen=True)

@@ -616,15 +616,7 @@ class Plan:
         key = (block.start, block.stop, first)
         groups = self._groups.get(key)
         if groups is None:
-            groups, at = [], 0
-            for piece in block.pieces:
-                n, t = piece.hi - piece.lo, piece.index - first
-                a, b, t0, k, n0 = groups[-1] if groups else (0, 0, -1, 0, -1)
-                if n == n0 and t == t0 + k:
-                    groups[-1] = (a, b + n, t0, k + 1, n)
-                else:
-                    groups.append((at, at + n, t, 1, n))
-                at += n
+            groups = [(a, b, i - first, k, n) for a, b, i, k, n in block.stretches]
             self._groups[key] = groups
         return groups
 
