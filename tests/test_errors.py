@@ -111,6 +111,33 @@ def test_bad_gradients_name_the_parameter_and_change_nothing(backend):
         assert_unchanged(opt, before)
 
 
+def test_gradients_given_again_are_checked_again_when_changed(backend):
+    """A step remembers the gradient arrays it validated (mutable libraries: the same
+    objects usually come back): the same arrays pass unchecked, while one reshaped in
+    place, one replaced, or a new param group is caught as before."""
+    opt, good = stepped_optimizer(backend)
+    names = opt.param_groups[0]["param_names"]
+    grads = [good[name] for name in names]  # in parameter order: the form a step remembers
+    b = names.index("b")
+    opt.step(grads)
+    opt.step(grads)  # the same arrays: nothing to check again
+    before = snapshot(opt)
+    if backend == "numpy":
+        grads[b].shape = (3, 1)  # the same object, reshaped in place
+        with pytest.raises(ValueError, match=r"parameter 'b' has shape \(3, 1\)"):
+            opt.step(grads)
+        assert_unchanged(opt, before)
+        grads[b].shape = (3,)
+    with pytest.raises(ValueError, match=r"parameter 'b' has shape \(4,\)"):
+        opt.step([to_backend(backend, np.ones(4)) if i == b else g for i, g in enumerate(grads)])
+    assert_unchanged(opt, before)
+    opt.add_param_group({"params": {"c": to_backend(backend, np.ones(2))}})
+    with pytest.raises(ValueError, match="grads do not mirror the parameters"):
+        opt.step(grads)
+    assert_unchanged(opt, before)
+    opt.step([*grads, to_backend(backend, np.ones(2))])  # and all is well again
+
+
 def test_gradient_on_another_device_is_refused():
     require("torch")
     import torch

@@ -8,7 +8,9 @@ shared). Usually a run is the whole segment.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import array_api_compat
@@ -102,8 +104,16 @@ class Segment:
     def runs(self, grads: Sequence[Any]) -> list[tuple[int, int]]:
         """Maximal ``[first, last)`` stretches of tensors with a gradient, equal steps and
         equal profiles."""
-        out, i, n = [], 0, len(grads)
-        key = list(zip(self.steps, self.profiles))
+        n = len(grads)
+        steps, profiles = self.steps, self.profiles
+        if (  # the usual case, checked first: one run of all the tensors
+            steps.count(steps[0]) == n
+            and profiles.count(profiles[0]) == n
+            and not any(map(operator.is_, grads, repeat(None)))
+        ):
+            return [(0, n)]
+        out, i = [], 0
+        key = list(zip(steps, profiles))
         while i < n:
             if grads[i] is None:
                 i += 1
@@ -122,8 +132,7 @@ class Segment:
         for first, last in self.runs(grads):
             scalars = scalars_at(self.steps[first] + 1, self.profiles[first])
             self.state = self.run(rule, first, last, grads, scalars, self.state)
-            for i in range(first, last):
-                self.steps[i] += 1
+            self.steps[first:last] = [t + 1 for t in self.steps[first:last]]
 
     def run(
         self,
@@ -310,7 +319,7 @@ class Segment:
         adapter = self.adapter
         memo = self._grad_views.get(first)
         same = memo is not None and len(memo[0]) == len(grads)
-        same = same and all(a is b for a, b in zip(memo[0], grads))
+        same = same and all(map(operator.is_, memo[0], grads))
         if same and memo[1] == adapter.addresses(grads):
             return memo[2]
         flat = adapter.shared_flat(grads)
