@@ -222,3 +222,61 @@ def test_lamb_on_a_large_tensor_allocates_only_cache_sized_scratch():
     finally:
         tracemalloc.stop()
     assert peak < 0.05 * params[0].nbytes  # as written it was about 2x the parameters
+
+
+class _Normed(_Tricky):
+    """A moment written by the first pass (its new value needs no sum), read back by
+    the last one: the last pass no longer reads the gradient."""
+
+    def update(self, xp, p, g, state, s, block):
+        m = 0.5 * state["m"] + g
+        norm = xp.sqrt(block.tensor_sums(xp, m * m))
+        return -s.lr * block.expand(xp, norm) * m, {"m": m, "n": state["n"] + g}
+
+
+class _OldMomentLater(_Tricky):
+    """The last pass reads the moment's old value: it is not written early."""
+
+    def update(self, xp, p, g, state, s, block):
+        m = 0.5 * state["m"] + g
+        norm = xp.sqrt(block.tensor_sums(xp, m * m))
+        return -s.lr * block.expand(xp, norm) * state["m"], {"m": m, "n": state["n"] + m}
+
+
+class _OldMomentInState(_Tricky):
+    """Another state output of the last pass reads the moment's old value."""
+
+    def update(self, xp, p, g, state, s, block):
+        m = 0.5 * state["m"] + g
+        ratio = block.expand(xp, xp.sqrt(block.tensor_sums(xp, m * m)))
+        return -s.lr * ratio * m, {"m": m, "n": ratio * state["m"]}
+
+
+@pytest.mark.parametrize("rule", [_Normed(), _OldMomentLater(), _OldMomentInState()])
+def test_state_written_before_the_last_pass_only_where_its_old_value_is_done_with(rule):
+    from uniopt.engine.layout import Layout
+
+    rng = np.random.default_rng(4)
+    shapes = [(23,), (4, 3), (12,), (5,)]
+    layout = Layout.of([str(i) for i in range(len(shapes))], shapes)
+    size = layout.size
+    arrays = {k: rng.standard_normal(size) for k in ("p", "g", "m", "n")}
+    scalars = {"lr": 0.3}
+    (whole,) = layout.blocks(0, len(shapes), None, True)
+    delta, new = rule.update(np, arrays["p"], arrays["g"], dict(arrays), Scalars(scalars), whole)
+    expected = {"p": arrays["p"] + delta, **new}
+    plan = Plan.trace(np, rule, {k: np.float64 for k in arrays}, scalars)
+    blocks = list(layout.blocks(0, len(shapes), 8, False))  # blocks split tensors
+
+    def views(final):
+        for block in blocks:
+            yield block, {k: v[block.start : block.stop] for k, v in arrays.items()}
+
+    ops = ReplayOps()
+    plan.run_passes(ops, views, plan.scalar_values(scalars), plan.scratch(ops, 8, None), 0, 4)
+    for k, v in expected.items():
+        np.testing.assert_allclose(arrays[k], v, rtol=1e-14, atol=1e-15)
+    first, last = plan.passes
+    writes_m = any(out == ("input", "m") for *_, out in first.program)
+    assert writes_m == isinstance(rule, _Normed)
+    assert ("arrays['g']" in last.source) == (not isinstance(rule, _Normed))

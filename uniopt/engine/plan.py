@@ -407,15 +407,20 @@ class Plan:
 
     def _schedule(self, steps: list[tuple], domains: dict, outputs: dict[str, Any]) -> list:
         """Cut the recorded operations into passes. A per-tensor sum of a value that
-        pass ``L`` computes is ready for pass ``L + 1``."""
+        pass ``L`` computes is ready for pass ``L + 1``. A state output that needs no
+        sum (Adam's moments in LAMB) is written by the pass that first computes it, and
+        later passes read it back instead of computing it again (:meth:`_early`)."""
         level: dict[Any, int] = {}
         for i, (kind, _, refs, _) in enumerate(steps):
             below = max((level[r] for r in refs if r in level), default=0)
             level[("node", i)] = below + 1 if kind == "reduce" else below
         needed = _needed(steps, list(outputs.values()))
         last = max((level.get(r, 0) for r in outputs.values()), default=0)
+        early = self._early(steps, level, outputs, last)
         passes = []
         for at in range(last + 1):
+            written = {outputs[name]: name for name, a in early.items() if a < at}
+            now = _reading_back(steps, written)
             sums = [
                 i for i in sorted(needed) if steps[i][0] == "reduce" and level[steps[i][2][0]] == at
             ]
@@ -427,19 +432,46 @@ class Plan:
             ]
             targets = [steps[i][2][0] for i in sums]
             final = at == last
+            if final:
+                writes = {k: v for k, v in outputs.items() if early.get(k, at) == at}
+            else:
+                writes = {k: outputs[k] for k, a in early.items() if a == at}
             block_steps = sorted(
                 i
-                for i in _needed(
-                    steps, targets + (list(outputs.values()) if final else []), domains
-                )
+                for i in _needed(now, targets + list(writes.values()), domains)
                 if domains[("node", i)] == "block"
             )
-            program, location = self._allocate(
-                steps, block_steps, outputs if final else {}, targets
-            )
+            program, location = self._allocate(now, block_steps, writes, targets)
             reductions = [(i, location.get(steps[i][2][0], steps[i][2][0])) for i in sums]
             passes.append(_Pass(before, program, reductions, final))
         return passes
+
+    def _early(
+        self, steps: list[tuple], level: Mapping, outputs: Mapping[str, Any], last: int
+    ) -> dict[str, int]:
+        """State outputs written before the last pass: name -> the pass. An output
+        qualifies when its value needs no per-tensor sum, has the array's dtype, and no
+        later pass reads the array's old value once the new one is read back (the
+        parameters and gradients are never written early)."""
+        early = {
+            name: level[ref]
+            for name, ref in outputs.items()
+            if name not in ("p", "g")
+            and ref[0] == "node"
+            and level[ref] < last
+            and steps[ref[1]][3] == self.dtypes[("input", name)]
+        }
+        changed = True
+        while changed:  # reading one value back may leave another's old value needed
+            changed = False
+            for name, at in list(early.items()):
+                written = {outputs[k]: k for k, a in early.items() if a <= at}
+                now = _reading_back(steps, written)
+                later = [r for k, r in outputs.items() if k not in early or early[k] > at]
+                if any(("input", name) in steps[i][2] for i in _needed(now, later)):
+                    del early[name]
+                    changed = True
+        return early
 
     def _allocate(
         self, steps: list[tuple], chosen: list[int], outputs: dict[str, Any], kept: list
@@ -637,6 +669,17 @@ def _needed(steps: list[tuple], targets: list, domains: Mapping | None = None) -
             if domains is None or domains[("node", i)] == "block":
                 stack.extend(r[1] for r in steps[i][2] if r[0] == "node")
     return seen
+
+
+def _reading_back(steps: list[tuple], written: Mapping[Any, str]) -> list[tuple]:
+    """``steps`` where the values in ``written`` (ref -> the input array now holding
+    it) are read from those arrays instead of being computed again."""
+    if not written:
+        return steps
+    return [
+        (kind, fn, tuple(("input", written[r]) if r in written else r for r in refs), dtype)
+        for kind, fn, refs, dtype in steps
+    ]
 
 
 def _fetch(ref: Any, arrays: Mapping, buffers: list, values: list, per_tensor: Mapping) -> Any:
