@@ -292,3 +292,20 @@ def test_dynamic_loss_scale_state_travels():
     other = uniopt.SGD([np.ones(2)], lr=0.1, loss_scale=uniopt.DynamicLossScale(init_scale=8.0))
     other.load_state_dict(saved)
     assert other.loss_scale.scale == 4.0 and other.loss_scale.good_steps == 1
+
+
+def test_a_step_keeps_no_gradient_alive(backend):
+    """A step remembers the gradients it validated by weak reference only: a training
+    loop's gradients are freed as soon as it drops them."""
+    import gc
+    import weakref
+
+    params = [to_backend(backend, np.ones((2, 3))), to_backend(backend, np.ones(4))]
+    opt = uniopt.AdamW(params, lr=0.1)
+    grads = [to_backend(backend, np.full((2, 3), 0.5)), to_backend(backend, np.full(4, 0.5))]
+    opt.step(grads)
+    opt.step(grads)  # remembered, and taken again
+    refs = [weakref.ref(g) for g in grads]
+    del grads
+    gc.collect()
+    assert all(ref() is None for ref in refs)

@@ -416,23 +416,34 @@ class Optimizer(CustomOptimizerHelpers):
 
     def _gradients(self, grads: Any) -> tuple[dict[str, Any], list[list[list[Any]]]]:
         """Every gradient by parameter name and per group and segment, validated before
-        anything changes; remembered while the same arrays come back (:class:`_Seen`)."""
+        anything changes; while the same arrays come back they are not matched to names
+        or checked again (:class:`_Seen`)."""
         given = self._given(grads)
         seen = self._seen
         if seen is not None and given is not None and seen.holds(given, len(self._segments)):
-            return seen.found, seen.by_segment
+            return seen.sorted(given)
         found = self._collect(grads)
         by_segment = self._by_segment(found)
-        mutable = all(s.adapter.mutable for segments in self._segments for s in segments)
         self._seen = None
-        if given is not None and mutable and all(g is not None for g in given):
-            with contextlib.suppress(TypeError):  # arrays that take no weak reference
-                self._seen = _Seen(given, found, by_segment, len(self._segments))
+        mutable = all(s.adapter.mutable for segments in self._segments for s in segments)
+        if given is not None and mutable:
+            names = (
+                [n for segments in self._segments for s in segments for n in s.names]
+                if grads is None
+                else self._names()
+            )
+            if all(found[n] is g and g is not None for n, g in zip(names, given)):
+                with contextlib.suppress(TypeError):  # arrays that take no weak reference
+                    self._seen = _Seen(given, names, self._segments)
         return found, by_segment
 
+    def _names(self) -> list[str]:
+        """Every parameter's name, in parameter order."""
+        return [n for g in self.param_groups for n in g["param_names"]]
+
     def _given(self, grads: Any) -> list[Any] | None:
-        """The gradients as a list in parameter order, when ``grads`` is one (or None,
-        the parameters' own ``.grad``); else None."""
+        """The gradients as a list, when ``grads`` is one (in parameter order) or None
+        (the parameters' own ``.grad``, in segment order); else None."""
         if grads is None:
             return [
                 s.adapter.get_grad(p) if s.adapter.grads_on_params else None
@@ -479,7 +490,7 @@ class Optimizer(CustomOptimizerHelpers):
 
     def _match(self, grads: Any) -> dict[str, Any]:
         """Map user gradients to parameter names: by name, else by position."""
-        names = [n for g in self.param_groups for n in g["param_names"]]
+        names = self._names()
         if isinstance(grads, Mapping) and set(grads) == set(names):
             return dict(grads)
         if (  # the common case, checked first: a flat list in parameter order
@@ -691,20 +702,28 @@ class _Seen:
     """The gradients a step was given, as arrays of mutable libraries (NumPy, torch,
     CuPy), which a training loop usually hands over again: the same objects with the
     same shapes and dtypes need no second matching to names or check (on 2000 tensors
-    that bookkeeping cost 0.7 ms a step). Only weak references are kept."""
+    that bookkeeping cost 0.7 ms a step). Only weak references to them are kept."""
 
-    def __init__(self, given: list[Any], found: dict, by_segment: list, groups: int):
+    def __init__(self, given: list[Any], names: list[str], segments: list[list[Segment]]):
+        at = {name: i for i, name in enumerate(names)}
+        self.names = names
+        #: per group and segment, where each of its gradients is in ``given``
+        self.order = [[[at[n] for n in s.names] for s in group] for group in segments]
         self.refs = [weakref.ref(g) for g in given]
         self.kinds = list(map(_shape_and_dtype, given))
-        self.found, self.by_segment, self.groups = found, by_segment, groups
 
     def holds(self, given: list[Any], groups: int) -> bool:
         """Whether ``given`` are the very arrays seen, unchanged, with the same groups."""
-        if groups != self.groups or len(given) != len(self.refs):
+        if groups != len(self.order) or len(given) != len(self.refs):
             return False
         if not all(map(operator.is_, given, [ref() for ref in self.refs])):
             return False
         return list(map(_shape_and_dtype, given)) == self.kinds
+
+    def sorted(self, given: list[Any]) -> tuple[dict[str, Any], list[list[list[Any]]]]:
+        """``given`` by name, and per group and segment."""
+        by_segment = [[[given[i] for i in s] for s in group] for group in self.order]
+        return dict(zip(self.names, given)), by_segment
 
 
 _shape_and_dtype = operator.attrgetter("shape", "dtype")

@@ -107,7 +107,8 @@ class Segment:
         n = len(grads)
         steps, profiles = self.steps, self.profiles
         if (  # the usual case, checked first: one run of all the tensors
-            steps.count(steps[0]) == n
+            n
+            and steps.count(steps[0]) == n
             and profiles.count(profiles[0]) == n
             and not any(map(operator.is_, grads, repeat(None)))
         ):
