@@ -226,3 +226,20 @@ def test_lookahead_bad_arguments_and_bad_state_change_nothing():
     after = opt.state_dict()
     assert after["count"] == before[1]["count"]
     assert np.array_equal(after["slow"]["0"], before[1]["slow"]["0"])
+
+
+def test_remembered_gradients_by_name_follow_their_names(backend):
+    """Gradients given by name: the same arrays in the same order under other names
+    are matched again, never taken for the ones remembered (SGD: p - lr * g)."""
+    params = {"a": to_backend(backend, np.zeros(3)), "b": to_backend(backend, np.zeros(3))}
+    opt = uniopt.SGD(params, lr=1.0)
+    one, two = to_backend(backend, np.ones(3)), to_backend(backend, np.full(3, 2.0))
+    opt.step({"a": one, "b": two})
+    opt.step({"b": one, "a": two})  # same arrays, same order, names swapped
+    got = opt.params
+    np.testing.assert_array_equal(to_numpy(got["a"]), np.full(3, -3.0))
+    np.testing.assert_array_equal(to_numpy(got["b"]), np.full(3, -3.0))
+    opt.step({"a": one, "b": two})
+    opt.step({"a": one, "b": two})  # remembered
+    np.testing.assert_array_equal(to_numpy(opt.params["a"]), np.full(3, -5.0))
+    np.testing.assert_array_equal(to_numpy(opt.params["b"]), np.full(3, -7.0))

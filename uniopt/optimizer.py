@@ -175,10 +175,8 @@ class Optimizer(CustomOptimizerHelpers):
         self.param_groups: list[dict[str, Any]] = []
         self._segments: list[list[Segment]] = []
         self._ids: set[int] = set()
-        #: name -> the gradient array last validated (mutable libraries: the same array
-        #: object next step, with the same shape and dtype, needs no second check)
-        self._checked: dict[str, weakref.ref] = {}
-        #: the gradients the last step was given, when they may come back (``_gradients``)
+        #: the gradients the last step was given and validated, when they may come back
+        #: (mutable libraries: the same arrays next step need no second check)
         self._seen: _Seen | None = None
         self._step_count = 0
         self._last_lrs: list[Any] | None = None
@@ -420,38 +418,35 @@ class Optimizer(CustomOptimizerHelpers):
         or checked again (:class:`_Seen`)."""
         given = self._given(grads)
         seen = self._seen
-        if seen is not None and given is not None and seen.holds(given, len(self._segments)):
-            return seen.sorted(given)
+        if seen is not None and given is not None and seen.holds(*given, len(self._segments)):
+            return seen.sorted(given[1])
         found = self._collect(grads)
-        by_segment = self._by_segment(found)
         self._seen = None
         mutable = all(s.adapter.mutable for segments in self._segments for s in segments)
         if given is not None and mutable:
-            names = (
-                [n for segments in self._segments for s in segments for n in s.names]
-                if grads is None
-                else self._names()
-            )
-            if all(found[n] is g and g is not None for n, g in zip(names, given)):
+            names, arrays = given
+            if all(found.get(n, found) is g for n, g in zip(names, arrays)):  # by name
                 with contextlib.suppress(TypeError):  # arrays that take no weak reference
-                    self._seen = _Seen(given, names, self._segments)
-        return found, by_segment
+                    self._seen = _Seen(names, arrays, self._segments)
+        return found, self._by_segment(found)
 
     def _names(self) -> list[str]:
         """Every parameter's name, in parameter order."""
         return [n for g in self.param_groups for n in g["param_names"]]
 
-    def _given(self, grads: Any) -> list[Any] | None:
-        """The gradients as a list, when ``grads`` is one (in parameter order) or None
-        (the parameters' own ``.grad``, in segment order); else None."""
+    def _given(self, grads: Any) -> tuple[list[str], list[Any]] | None:
+        """``(names, gradients)`` as two lists, when ``grads`` is a list (in parameter
+        order), a mapping by name, or None (the parameters' own ``.grad``); else None."""
         if grads is None:
-            return [
+            segments = [s for group in self._segments for s in group]
+            return [n for s in segments for n in s.names], [
                 s.adapter.get_grad(p) if s.adapter.grads_on_params else None
-                for segments in self._segments
                 for s in segments
                 for p in s.params
             ]
-        return list(grads) if isinstance(grads, (list, tuple)) else None
+        if isinstance(grads, Mapping):
+            return list(grads), list(grads.values())
+        return (self._names(), list(grads)) if isinstance(grads, (list, tuple)) else None
 
     def _collect(self, grads: Any) -> dict[str, Any]:
         """Every gradient by parameter name, validated before anything changes."""
@@ -468,20 +463,11 @@ class Optimizer(CustomOptimizerHelpers):
                     found[name] = adapter.get_grad(p)
         else:
             found = self._match(grads)
-        checked = self._checked
         for segments in self._segments:
             for segment in segments:
                 for name, p in zip(segment.names, segment.params):
-                    g = found[name]
-                    if g is None:
-                        continue
-                    seen = checked.get(name)
-                    known = seen is not None and seen() is g
-                    if known and g.shape == p.shape and g.dtype == p.dtype:
-                        continue
-                    self._check_grad(segment, name, p, g)
-                    if segment.adapter.mutable:
-                        checked[name] = weakref.ref(g)
+                    if found[name] is not None:
+                        self._check_grad(segment, name, p, found[name])
         return found
 
     def _by_segment(self, found: Mapping[str, Any]) -> list[list[list[Any]]]:
@@ -700,30 +686,36 @@ class Optimizer(CustomOptimizerHelpers):
 
 class _Seen:
     """The gradients a step was given, as arrays of mutable libraries (NumPy, torch,
-    CuPy), which a training loop usually hands over again: the same objects with the
-    same shapes and dtypes need no second matching to names or check (on 2000 tensors
-    that bookkeeping cost 0.7 ms a step). Only weak references to them are kept."""
+    CuPy), which a training loop usually hands over again: the same objects under the
+    same names with the same shapes and dtypes need no second matching to names or
+    check (on 2000 tensors that bookkeeping cost 0.7 ms a step). Only weak references
+    to them are kept."""
 
-    def __init__(self, given: list[Any], names: list[str], segments: list[list[Segment]]):
+    def __init__(self, names: list[str], given: list[Any], segments: list[list[Segment]]):
         at = {name: i for i, name in enumerate(names)}
         self.names = names
         #: per group and segment, where each of its gradients is in ``given``
         self.order = [[[at[n] for n in s.names] for s in group] for group in segments]
-        self.refs = [weakref.ref(g) for g in given]
-        self.kinds = list(map(_shape_and_dtype, given))
+        self.refs = [None if g is None else weakref.ref(g) for g in given]
+        self.kinds = _kinds(given)
 
-    def holds(self, given: list[Any], groups: int) -> bool:
-        """Whether ``given`` are the very arrays seen, unchanged, with the same groups."""
-        if groups != len(self.order) or len(given) != len(self.refs):
+    def holds(self, names: list[str], given: list[Any], groups: int) -> bool:
+        """Whether ``given`` are the very arrays seen under ``names``, unchanged, with
+        the same groups."""
+        if groups != len(self.order) or names != self.names:
             return False
-        if not all(map(operator.is_, given, [ref() for ref in self.refs])):
-            return False
-        return list(map(_shape_and_dtype, given)) == self.kinds
+        seen = [None if ref is None else ref() for ref in self.refs]
+        return all(map(operator.is_, given, seen)) and _kinds(given) == self.kinds
 
     def sorted(self, given: list[Any]) -> tuple[dict[str, Any], list[list[list[Any]]]]:
         """``given`` by name, and per group and segment."""
         by_segment = [[[given[i] for i in s] for s in group] for group in self.order]
         return dict(zip(self.names, given)), by_segment
+
+
+def _kinds(arrays: list[Any]) -> list[tuple]:
+    """The shape and dtype of each array that is not None."""
+    return list(map(_shape_and_dtype, [x for x in arrays if x is not None]))
 
 
 _shape_and_dtype = operator.attrgetter("shape", "dtype")

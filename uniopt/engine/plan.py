@@ -286,8 +286,8 @@ class _BlockStandIn:
 
 class _Pass:
     """One sweep over a run's blocks: the per-tensor values to form first, then a
-    program per block, ending in per-tensor sums (every pass but the last) or in
-    writes to the state and parameters (the last)."""
+    program per block, ending in per-tensor sums (every pass but the last, which may
+    also write state that needs no sum) or in the writes of the results (the last)."""
 
     def __init__(self, before: list, program: list, reductions: list, final: bool):
         self.before = before  #: (node, kind, fn, refs, dtype): per-tensor values
@@ -348,9 +348,10 @@ class Plan:
     An elementwise rule is one pass, run on each block alone (:meth:`run`). A rule with
     per-tensor sums (trust ratios, norm clipping) is several passes over a run's blocks
     (:meth:`run_passes`): a pass adds up each tensor's partial sums block by block, the
-    per-tensor values are formed from them, and a later pass broadcasts them back. A
-    pass writes nothing; the last one recomputes what it needs from the unchanged
-    inputs and writes the results. Blocks may then split tensors, so sums add up in
+    per-tensor values are formed from them, and a later pass broadcasts them back.
+    Before the last pass only state that needs no sum is written (read back later in
+    place of computing it again); the last pass recomputes the rest of what it needs
+    from the inputs and writes the results. Blocks may split tensors, so sums add up in
     another order than the rule as written (equal to rounding), while every other
     operation is the rule's own.
     """
