@@ -113,8 +113,8 @@ def test_bad_gradients_name_the_parameter_and_change_nothing(backend):
 
 def test_gradients_given_again_are_checked_again_when_changed(backend):
     """A step remembers the gradient arrays it validated (mutable libraries: the same
-    objects usually come back): the same arrays pass unchecked, while one reshaped in
-    place, one replaced, or a new param group is caught as before."""
+    objects usually come back): the same arrays pass unchecked, while one reshaped or
+    given another dtype in place, one replaced, or a new param group is caught as before."""
     opt, good = stepped_optimizer(backend)
     names = opt.param_groups[0]["param_names"]
     grads = [good[name] for name in names]  # in parameter order: the form a step remembers
@@ -128,6 +128,11 @@ def test_gradients_given_again_are_checked_again_when_changed(backend):
             opt.step(grads)
         assert_unchanged(opt, before)
         grads[b].shape = (3,)
+        grads[b].dtype = np.int64  # the same object, its bytes read as another dtype
+        with pytest.raises(ValueError, match="parameter 'b' has dtype int64, expected"):
+            opt.step(grads)
+        assert_unchanged(opt, before)
+        grads[b].dtype = np.float64
     with pytest.raises(ValueError, match=r"parameter 'b' has shape \(4,\)"):
         opt.step([to_backend(backend, np.ones(4)) if i == b else g for i, g in enumerate(grads)])
     assert_unchanged(opt, before)

@@ -18,7 +18,10 @@ def case(case_id):
     return next(c for c in CASES if c.id == case_id)
 
 
-def numpy_run(case_id, carved, steps=5):
+def numpy_run(case_id, carved, steps=5, same_grads=False, rewind=None):
+    """Grads carved views of one buffer (``carved``; made once and refilled with
+    ``same_grads``) or copies; with ``rewind=t`` the state saved after step t-1 is
+    loaded again after step t (new state arrays under the same segment)."""
     rng = np.random.default_rng(0)
     sizes = [int(np.prod(s)) for s in SHAPES]
     cuts = np.cumsum(sizes)[:-1]
@@ -29,10 +32,17 @@ def numpy_run(case_id, carved, steps=5):
         params = [p.reshape(s).copy() for p, s in zip(np.split(flat, cuts), SHAPES)]
     opt = case(case_id).build(params)
     flat_grad = np.empty_like(flat)
-    for _ in range(steps):
+    views = [g.reshape(s) for g, s in zip(np.split(flat_grad, cuts), SHAPES)]
+    saved = None
+    for t in range(steps):
         flat_grad[...] = rng.standard_normal(flat.size)
-        grads = [g.reshape(s) for g, s in zip(np.split(flat_grad, cuts), SHAPES)]
-        opt.step(grads if carved else [g.copy() for g in grads])
+        if not same_grads:
+            views = [g.reshape(s) for g, s in zip(np.split(flat_grad, cuts), SHAPES)]
+        if t == rewind:
+            saved = opt.state_dict()
+        opt.step(views if carved else [g.copy() for g in views])
+        if t == rewind:
+            opt.load_state_dict(saved)
     return params, opt
 
 
@@ -44,6 +54,21 @@ def test_numpy_arrays_carved_from_one_buffer_are_updated_in_place(case_id):
     assert segment.flat is not None and np.shares_memory(segment.flat, carved[0])
     for a, b in zip(plain, carved):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case_id", [*CASE_IDS, "lookahead-adamw-first-step"])
+def test_the_same_gradient_views_and_new_state_arrays_give_the_plain_numbers(case_id):
+    """A step reuses its blocks' views of the parameters, gradients and state while
+    these are the same arrays: gradients refilled in place are read anew, and state
+    arrays replaced by ``load_state_dict`` (or LookAhead's slow weights, synced through
+    the same blocks) are the ones updated."""
+    plain, _ = numpy_run(case_id, carved=False, steps=7, rewind=3)
+    carved, opt = numpy_run(case_id, carved=True, steps=7, same_grads=True, rewind=3)
+    for a, b in zip(plain, carved):
+        np.testing.assert_array_equal(a, b)
+    inner = getattr(opt, "inner", opt)
+    (segment,) = inner._segments[0]
+    assert segment._views  # the views were made once and reused
 
 
 torch_cases = pytest.mark.parametrize("case_id", CASE_IDS)

@@ -328,13 +328,13 @@ class Optimizer(CustomOptimizerHelpers):
         if closure is not None:
             with self._context("enable_grad"):
                 loss = closure()
-        found, grads_by_segment = self._gradients(grads)
+        grads_by_segment = self._gradients(grads)
         grad_scale = self._grad_scale(grads_by_segment)
         self.last_step_skipped = grad_scale is None
         if grad_scale is None:  # non-finite gradients under dynamic loss scaling
             return loss
         if hasattr(self, "construct"):
-            self._custom_step(found)
+            self._custom_step(self._by_name(grads_by_segment))
             self._last_lrs = [lr_forms.lr_at(g["lr"], self._step_count) for g in self.param_groups]
             self._step_count += 1
             return loss
@@ -412,10 +412,10 @@ class Optimizer(CustomOptimizerHelpers):
             stack.enter_context(getattr(adapter, kind)())
         return stack
 
-    def _gradients(self, grads: Any) -> tuple[dict[str, Any], list[list[list[Any]]]]:
-        """Every gradient by parameter name and per group and segment, validated before
-        anything changes; while the same arrays come back they are not matched to names
-        or checked again (:class:`_Seen`)."""
+    def _gradients(self, grads: Any) -> list[list[list[Any]]]:
+        """Every gradient per group and segment (in segment-table order), validated
+        before anything changes; while the same arrays come back they are not matched
+        to names or checked again (:class:`_Seen`)."""
         given = self._given(grads)
         seen = self._seen
         if seen is not None and given is not None and seen.holds(*given, len(self._segments)):
@@ -428,7 +428,16 @@ class Optimizer(CustomOptimizerHelpers):
             if all(found.get(n, found) is g for n, g in zip(names, arrays)):  # by name
                 with contextlib.suppress(TypeError):  # arrays that take no weak reference
                     self._seen = _Seen(names, arrays, self._segments)
-        return found, self._by_segment(found)
+        return self._by_segment(found)
+
+    def _by_name(self, grads_by_segment: list[list[list[Any]]]) -> dict[str, Any]:
+        """The gradients per group and segment by parameter name."""
+        return {
+            name: g
+            for segments, group in zip(self._segments, grads_by_segment)
+            for segment, grads in zip(segments, group)
+            for name, g in zip(segment.names, grads)
+        }
 
     def _names(self) -> list[str]:
         """Every parameter's name, in parameter order."""
@@ -696,29 +705,40 @@ class _Seen:
         self.names = names
         #: per group and segment, where each of its gradients is in ``given``
         self.order = [[[at[n] for n in s.names] for s in group] for group in segments]
+        #: ``given`` is already the one segment's gradients in its order
+        self.in_order = self.order == [[list(range(len(given)))]]
+        self.gaps = any(g is None for g in given)
         self.refs = [None if g is None else weakref.ref(g) for g in given]
-        self.kinds = _kinds(given)
+        arrays = [g for g in given if g is not None]
+        self.shapes = list(map(_shape, arrays))
+        self.dtypes = list(map(_dtype, arrays))
 
     def holds(self, names: list[str], given: list[Any], groups: int) -> bool:
         """Whether ``given`` are the very arrays seen under ``names``, unchanged, with
-        the same groups."""
+        the same groups. Dtypes are compared by identity: an array's dtype object stays
+        the same while its dtype does (a different one only costs a full check)."""
         if groups != len(self.order) or names != self.names:
             return False
-        seen = [None if ref is None else ref() for ref in self.refs]
-        return all(map(operator.is_, given, seen)) and _kinds(given) == self.kinds
+        if self.gaps:
+            seen = [None if ref is None else ref() for ref in self.refs]
+            given = [g for g, s in zip(given, seen) if g is s and g is not None]
+            if len(given) != len(self.shapes):
+                return False
+        elif not all(map(operator.is_, given, [ref() for ref in self.refs])):
+            return False
+        return all(map(operator.is_, map(_dtype, given), self.dtypes)) and (
+            list(map(_shape, given)) == self.shapes
+        )
 
-    def sorted(self, given: list[Any]) -> tuple[dict[str, Any], list[list[list[Any]]]]:
-        """``given`` by name, and per group and segment."""
-        by_segment = [[[given[i] for i in s] for s in group] for group in self.order]
-        return dict(zip(self.names, given)), by_segment
+    def sorted(self, given: list[Any]) -> list[list[list[Any]]]:
+        """``given`` per group and segment."""
+        if self.in_order:
+            return [[given]]
+        return [[[given[i] for i in s] for s in group] for group in self.order]
 
 
-def _kinds(arrays: list[Any]) -> list[tuple]:
-    """The shape and dtype of each array that is not None."""
-    return list(map(_shape_and_dtype, [x for x in arrays if x is not None]))
-
-
-_shape_and_dtype = operator.attrgetter("shape", "dtype")
+_shape = operator.attrgetter("shape")
+_dtype = operator.attrgetter("dtype")
 
 
 def _all_arrays_or_none(values: Sequence[Any]) -> bool:
