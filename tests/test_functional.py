@@ -166,3 +166,39 @@ def test_large_jax_tensors_keep_their_own_state_and_step_like_flat_ones():
         flat = uniopt.apply_updates(flat, flat_updates)
     for k, v in flat.unflatten().items():
         np.testing.assert_allclose(np.asarray(params[k]), np.asarray(v), rtol=0, atol=1e-13)
+
+
+def test_lookahead_slow_weights_are_the_new_parameters_after_a_sync(backend):
+    """On a sync step the functional LookAhead's slow weights are exactly the
+    parameters ``apply_updates`` gives (torch's fast and slow weights are equal after a
+    sync), eagerly on every backend and under ``jax.jit``; both follow the equations
+    (float64 loop: SGD momentum, every k-th step slow += alpha (fast - slow), fast = slow)."""
+    from conftest import to_backend, to_numpy
+
+    lr, momentum, alpha, k = 0.7, 0.9, 0.2, 2  # the slow weights move far: p + (s - p) != s
+    tx = uniopt.lookahead(uniopt.sgd(lr=lr, momentum=momentum), alpha=alpha, k=k)
+    start = np.random.default_rng(3).standard_normal(5)
+
+    def grad(p):
+        return 0.5 * p + 0.1
+
+    def update(p, s):
+        updates, s = tx.update([grad(p[0])], s, p)
+        return uniopt.apply_updates(p, updates), s
+
+    if backend == "jax":
+        update = jax.jit(update)
+    params = [to_backend(backend, start)]
+    state = tx.init(params)
+    fast, slow, buf = start.copy(), start.copy(), None
+    for t in range(1, 7):
+        params, state = update(params, state)
+        g = grad(fast)
+        buf = g if buf is None else momentum * buf + g
+        fast = fast - lr * buf
+        if t % k == 0:
+            slow = slow + alpha * (fast - slow)
+            fast = slow.copy()
+            assert np.array_equal(to_numpy(state.slow[0]), to_numpy(params[0]))
+        np.testing.assert_allclose(to_numpy(params[0]), fast, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(to_numpy(state.slow[0]), slow, rtol=1e-13, atol=1e-15)
