@@ -157,7 +157,9 @@ class TorchAdapter(Adapter):
         recompilations of one (8), and every segment's step is the same closure's code,
         so each gets a copy of that code object, counted alone."""
         code = fn.__code__.replace(co_name=f"{fn.__code__.co_name}_{next(_COMPILED)}")
-        own = types.FunctionType(code, fn.__globals__, code.co_name, None, fn.__closure__)
+        own = types.FunctionType(
+            code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__
+        )
         return torch.compile(own, fullgraph=True, dynamic=False)
 
     def scalar(self, value: Any, like: Any) -> Any:

@@ -3,6 +3,8 @@ compiled torch step, and chunk sizes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,46 @@ def test_compiled_steps_of_many_segments_do_not_exhaust_torch_recompiles():
             g["params"][0].detach(), torch.full_like(g["params"][0], expected)
         )
     assert all(s.compile for segments in opt._segments for s in segments)
+
+
+def _peak_extra_bytes(step) -> int:
+    """The resident-set peak during ``step()`` above the resident set before (Linux)."""
+    import ctypes
+    import gc
+    from pathlib import Path
+
+    def status(field):
+        line = next(
+            x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field)
+        )
+        return int(line.split()[1]) * 1024
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap pages go back: reuse shows as growth
+    Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark
+    before = status("VmRSS:")
+    step()
+    return status("VmHWM:") - before
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_compiled_lamb_keeps_no_parameter_sized_intermediate():
+    """A compiled step with per-tensor sums runs as two kernels, the sums and then the
+    update given them, so LAMB's direction is never stored (as one kernel it took 100%
+    of the parameters' bytes); the numbers are the eager step's, as the float64 LAMB
+    oracle's (tests/test_parity.py) are."""
+    import uniopt
+
+    n = 1 << 23  # 32 MiB of float32 parameters
+    runs = []
+    for compile in (False, True):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, n))
+        opt = uniopt.LAMB([p], lr=1e-2, weight_decay=0.1, compile=compile)
+        p.grad = torch.cos(torch.arange(n, dtype=torch.float32))
+        opt.step()
+        opt.step()
+        runs.append((p, opt))
+    (p, opt), (fast, compiled) = runs
+    assert _peak_extra_bytes(compiled.step) < 0.1 * 4 * n
+    opt.step()
+    torch.testing.assert_close(fast.detach(), p.detach(), rtol=1e-6, atol=1e-7)

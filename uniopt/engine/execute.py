@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from uniopt.engine.layout import Block, Layout
+from uniopt.engine.layout import Block, Layout, Recorded
 from uniopt.rule import Rule, Scalars
 
 
@@ -121,21 +121,58 @@ def update_block_in_place(
     g: Any,
     state: Mapping[str, Any],
     scalars: Mapping[str, Any],
+    sums: Sequence[Any] | None = None,
 ) -> None:
     """``rule`` on one block, writing the new parameters into ``p`` and the new state
     into ``state``'s arrays. With a float32 ``"master"`` copy in the state
     (multi_precision) the rule runs on the master and ``p`` receives it rounded to
-    ``dtype``. Traceable by ``torch.compile`` (the writes become in-place stores)."""
+    ``dtype``. With ``sums`` (from :func:`block_sums` on the same arrays) the rule takes
+    those per-tensor sums instead of reducing. Traceable by ``torch.compile`` (the
+    writes become in-place stores)."""
+    if sums is not None:
+        block = Recorded.of(block, sums)
+    work, own, delta, new_state = _on_work(xp, rule, block, p, g, state, scalars)
+    new_p = work + delta
+    for k, v in new_state.items():
+        write(own[k], v)
+    if work is not p:  # the master copy
+        write(work, new_p)
+        new_p = xp.astype(new_p, dtype)
+    write(p, new_p)
+
+
+def block_sums(
+    xp: Any,
+    rule: Rule,
+    block: Block,
+    p: Any,
+    g: Any,
+    state: Mapping[str, Any],
+    scalars: Mapping[str, Any],
+) -> tuple[Any, ...]:
+    """The per-tensor sums ``rule`` takes on one block, in the order it takes them: the
+    first of two passes whose second is :func:`update_block_in_place` given them (what
+    the rule computes besides is unused, so a compiler keeps none of it)."""
+    recording = Recorded.of(block)
+    _on_work(xp, rule, recording, p, g, state, scalars)
+    return tuple(recording.sums)
+
+
+def _on_work(
+    xp: Any,
+    rule: Rule,
+    block: Block,
+    p: Any,
+    g: Any,
+    state: Mapping[str, Any],
+    scalars: Mapping[str, Any],
+) -> tuple[Any, dict[str, Any], Any, dict[str, Any]]:
+    """``(work, own, delta, new_state)``: the rule on ``work``, the parameters or their
+    float32 master copy where the state holds one (``own``: the state without it)."""
     own = dict(state)
     master = own.pop("master", None)
     work = p if master is None else master
     if master is not None:
         g = xp.astype(g, master.dtype)
     delta, new_state = rule_on_block(xp, rule, block, work, g, own, scalars)
-    new_p = work + delta
-    for k, v in new_state.items():
-        write(own[k], v)
-    if master is not None:
-        write(master, new_p)
-        new_p = xp.astype(new_p, dtype)
-    write(p, new_p)
+    return work, own, delta, new_state

@@ -122,6 +122,29 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Recorded(Block):
+    """A block that keeps the per-tensor sums a rule takes on it (``sums`` filled in
+    call order), or, made with sums taken before, hands those back in the same order:
+    a rule run twice, first for its sums and then with them, never holds a block-sized
+    intermediate (LAMB's direction) between a reduction and its use."""
+
+    sums: list = field(default_factory=list, compare=False)
+    given: bool = False
+
+    @classmethod
+    def of(cls, block: Block, sums: Sequence[Any] | None = None) -> Recorded:
+        fields = (block.start, block.stop, block.pieces, block.shaped, block.all_reduce)
+        return cls(*fields, [] if sums is None else list(sums), sums is not None)
+
+    def tensor_sums(self, xp: Any, x: Any) -> Any:
+        if self.given:
+            return self.sums.pop(0)
+        sums = super().tensor_sums(xp, x)
+        self.sums.append(sums)
+        return sums
+
+
+@dataclass(frozen=True)
 class Layout:
     """The segment table of one segment."""
 

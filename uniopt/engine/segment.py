@@ -16,7 +16,12 @@ from typing import Any
 import array_api_compat
 
 from uniopt._adapter import Adapter
-from uniopt.engine.execute import step_whole, update_block_in_place, update_tensors
+from uniopt.engine.execute import (
+    block_sums,
+    step_whole,
+    update_block_in_place,
+    update_tensors,
+)
 from uniopt.engine.layout import Block, Layout
 from uniopt.engine.plan import Plan, Untraceable
 from uniopt.rule import Rule
@@ -320,15 +325,30 @@ class Segment:
         return not rule.needs_tensor_reductions or tensors <= self.COMPILED_SUMS_MAX_TENSORS
 
     def _compiled_in_place(self, rule: Rule, first: int, last: int, names: tuple) -> Callable:
+        """The run's step compiled to write in place (None where the library compiles
+        nothing). A rule with per-tensor sums compiles as two passes, its sums and then
+        the update given them, so no block-sized intermediate is kept between the two
+        (LAMB's direction: 100% of the parameters' bytes as one kernel)."""
         key = ("in_place", rule, first, last, names)
         if key not in self._compiled:
             block = next(self.layout.blocks(first, last, None, whole_tensors=True))
             xp, write, dtype = self.xp, self.adapter.write, self.dtype
+            compile = self.adapter.compile_in_place
 
-            def step(p, g, state, scalars):
-                update_block_in_place(xp, write, rule, block, dtype, p, g, state, scalars)
+            def step(p, g, state, scalars, sums=None):
+                update_block_in_place(xp, write, rule, block, dtype, p, g, state, scalars, sums)
 
-            self._compiled[key] = self.adapter.compile_in_place(step)
+            def sums_of(p, g, state, scalars):
+                return block_sums(xp, rule, block, p, g, state, scalars)
+
+            fn = compile(step)
+            if fn is not None and rule.needs_tensor_reductions:
+                first_pass, second_pass = compile(sums_of), fn
+
+                def fn(p, g, state, scalars):
+                    second_pass(p, g, state, scalars, first_pass(p, g, state, scalars))
+
+            self._compiled[key] = fn
         return self._compiled[key]
 
     def _shared_grads(self, first: int, grads: list[Any]) -> Any:
