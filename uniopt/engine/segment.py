@@ -219,7 +219,8 @@ class Segment:
             fn = self._compiled_in_place(rule, first, last, tuple(scalars))
             self.compile = fn is not None  # the library compiles nothing (NumPy): eager
         if fn is not None:
-            scalars = {k: adapter.scalar(v, p_run) for k, v in scalars.items()}
+            like = state.get("master", p_run)  # the rule runs in the master's dtype
+            scalars = {k: adapter.scalar(v, like) for k, v in scalars.items()}
             (block,) = self._blocks(first, last, None, True)
             own = {k: v[block.start : block.stop] for k, v in state.items()}
             fn(p_run, g_run, own, scalars)
