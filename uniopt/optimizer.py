@@ -110,8 +110,9 @@ class Optimizer(CustomOptimizerHelpers):
     * ``compile``: on torch, run each step's update as one ``torch.compile``-d kernel
       over the flat parameter segment (the first step pays the compilation, seconds).
       Rules with per-tensor sums (LAMB, LARS, ``ClipGradByNorm``) are compiled only for
-      runs of up to 8 tensors; longer runs take the eager replay in passes, which
-      compiles nothing and is faster there.
+      runs of up to 8 tensors, as two kernels (the sums, then the update given them:
+      no parameter-sized intermediate); longer runs take the eager replay in passes,
+      which compiles nothing and is faster there.
 
     Param groups take the group keys of the references: the hyperparameters,
     ``grad_centralization`` (MindSpore), ``clip_grad_max_norm`` and
