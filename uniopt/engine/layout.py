@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -121,6 +121,9 @@ class Block:
         return parts[0] if len(parts) == 1 else xp.concat(parts)
 
 
+_BLOCK_FIELDS = tuple(f.name for f in fields(Block))  # names only: torch.compile traces them
+
+
 @dataclass(frozen=True)
 class Recorded(Block):
     """A block that keeps the per-tensor sums a rule takes on it (``sums`` filled in
@@ -133,8 +136,8 @@ class Recorded(Block):
 
     @classmethod
     def of(cls, block: Block, sums: Sequence[Any] | None = None) -> Recorded:
-        fields = (block.start, block.stop, block.pieces, block.shaped, block.all_reduce)
-        return cls(*fields, [] if sums is None else list(sums), sums is not None)
+        copied = {name: getattr(block, name) for name in _BLOCK_FIELDS}
+        return cls(**copied, sums=[] if sums is None else list(sums), given=sums is not None)
 
     def tensor_sums(self, xp: Any, x: Any) -> Any:
         if self.given:

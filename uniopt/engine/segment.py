@@ -206,7 +206,6 @@ class Segment:
         gathered but the gradients (one concatenation into a reused buffer)."""
         adapter, xp, layout = self.adapter, self.xp, self.layout
         start, stop = layout.spans[first].offset, layout.spans[last - 1].stop
-        p_run = self.flat[start:stop]
         run_grads = list(grads[first:last])
         g_run = self._shared_grads(first, run_grads)
         if g_run is None:
@@ -219,11 +218,11 @@ class Segment:
             fn = self._compiled_in_place(rule, first, last, tuple(scalars))
             self.compile = fn is not None  # the library compiles nothing (NumPy): eager
         if fn is not None:
-            like = state.get("master", p_run)  # the rule runs in the master's dtype
+            (arrays,) = self._block_arrays(self._blocks(first, last, None, True), g_run, state)
+            own = {k: v for k, v in arrays.items() if k not in ("p", "g")}
+            like = own.get("master", arrays["p"])  # the rule runs in the master's dtype
             scalars = {k: adapter.scalar(v, like) for k, v in scalars.items()}
-            (block,) = self._blocks(first, last, None, True)
-            own = {k: v[block.start : block.stop] for k, v in state.items()}
-            fn(p_run, g_run, own, scalars)
+            fn(arrays["p"], arrays["g"], own, scalars)
             return
         run, whole = self._eager(rule, scalars, state, first, last)
         blocks = self._blocks(first, last, adapter.chunk_elements, whole)
