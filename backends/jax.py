@@ -81,6 +81,10 @@ class JaxAdapter(Adapter):
     def from_numpy(self, a: np.ndarray, like: Any) -> Any:
         return jax.device_put(jnp.asarray(a, dtype=like.dtype), like.sharding)
 
+    def from_real(self, r: Any) -> Any:
+        """``lax.complex`` of the pairs (exact)."""
+        return jax.lax.complex(r[..., 0], r[..., 1])
+
     def split(self, flat: Any, sizes: list[int]) -> list[Any]:
         """One split, whose gradient is one concatenation (slices' gradients would be
         one full-size pad per piece)."""

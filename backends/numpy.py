@@ -40,7 +40,16 @@ class NumpyAdapter(Adapter):
     def from_numpy(self, a: np.ndarray, like: Any) -> Any:
         return np.array(a, dtype=like.dtype, copy=True)
 
-    def bind(self, params: list[Any]) -> Any:
+    def as_real(self, x: Any) -> Any:
+        """A view (a copy of a non-contiguous ``x``, for reading)."""
+        x = x if x.flags.c_contiguous else x.copy()
+        return x.reshape(-1).view(x.real.dtype).reshape(*x.shape, 2)
+
+    def from_real(self, r: Any) -> Any:
+        r = r if r.flags.c_contiguous else r.copy()
+        return r.view(_COMPLEX[r.dtype.name]).reshape(r.shape[:-1])
+
+    def bind(self, params: list[Any], previous: Any = None) -> Any:
         return self.shared_flat(params)
 
     def is_view_of(self, p: Any, flat: Any, offset: int) -> bool:
@@ -64,6 +73,10 @@ class NumpyAdapter(Adapter):
             at += a.nbytes
         offset = start - _address(root)
         return np.ndarray((sum(a.size for a in arrays),), dtype, buffer=root, offset=offset)
+
+
+#: the complex dtype of real pairs of each real dtype
+_COMPLEX = {"float32": "complex64", "float64": "complex128"}
 
 
 def _address(a: np.ndarray) -> int:

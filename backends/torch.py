@@ -53,6 +53,21 @@ class TorchReplay(ReplayOps):
         return torch.empty(size, dtype=self.TORCH[np.dtype(dtype)], device=like.device)
 
 
+def _shares_storage(p: Any) -> bool:
+    """Whether anything but ``p`` itself may see ``p``'s memory: a view of a larger
+    storage, or a storage another tensor also holds (``nn.Parameter(q.data)``, a
+    ``detach()`` kept by the user). Re-pointing such a parameter at a flat buffer would
+    untie it from the others, so it keeps its own storage."""
+    storage = p.untyped_storage()
+    if p.storage_offset() != 0 or storage.nbytes() != p.numel() * p.element_size():
+        return True
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    if use_count is None:  # pragma: no cover - every torch uniopt supports has it
+        return True
+    # held by ``p`` and by the Python ``storage`` object made just above
+    return use_count(storage._cdata) > 2
+
+
 def _scalar_minus(s: float, t: Any, out: Any) -> None:
     torch.neg(t, out=out)
     torch.add(out, s, out=out)
@@ -149,8 +164,16 @@ class TorchAdapter(Adapter):
         if a.dtype.name == "bfloat16":
             t = torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
         else:
-            t = torch.from_numpy(np.ascontiguousarray(a).copy())
+            # (np.ascontiguousarray makes a 0-d array 1-d: its shape is restored)
+            t = torch.from_numpy(np.ascontiguousarray(a).reshape(a.shape).copy())
         return t.to(device=like.device, dtype=like.dtype)
+
+    def as_real(self, x: Any) -> Any:
+        """``torch.view_as_real``: a view, as torch.optim's optimizers take."""
+        return torch.view_as_real(x.resolve_conj())
+
+    def from_real(self, r: Any) -> Any:
+        return torch.view_as_complex(r.contiguous())
 
     def compile_in_place(self, fn: Any) -> Any:
         """``fn`` compiled on its own: torch caches compilations per code object and caps
@@ -163,12 +186,21 @@ class TorchAdapter(Adapter):
         return torch.compile(own, fullgraph=True, dynamic=False)
 
     def scalar(self, value: Any, like: Any) -> Any:
+        # float32 for half-precision parameters: a 0-d tensor does not promote them (the
+        # result stays half), and beta2 = 0.999 keeps its value (float16: 0.99902,
+        # bfloat16: 1.0), as a Python float does in eager arithmetic
+        dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
         if isinstance(value, torch.Tensor):
-            return value.to(device=like.device, dtype=like.dtype)
-        return torch.tensor(value, dtype=like.dtype, device=like.device)
+            return value.to(device=like.device, dtype=dtype)
+        return torch.tensor(value, dtype=dtype, device=like.device)
 
-    def bind(self, params: list[Any]) -> Any:
+    def bind(self, params: list[Any], previous: Any = None) -> Any:
         if any(type(p.data) is not torch.Tensor for p in params):  # DTensor, subclasses
+            return None
+        ours = None if previous is None else previous.untyped_storage().data_ptr()
+        if any(  # tied parameters, views kept elsewhere: left where they are
+            p.untyped_storage().data_ptr() != ours and _shares_storage(p) for p in params
+        ):
             return None
         data = [p.detach() for p in params]
         flat = torch.empty(sum(d.numel() for d in data), dtype=data[0].dtype, device=data[0].device)
@@ -180,6 +212,9 @@ class TorchAdapter(Adapter):
                 p.data = flat[offset : offset + n].view(d.shape)
                 offset += n
         return flat
+
+    def shares_storage(self, p: Any) -> bool:
+        return type(p.data) is torch.Tensor and _shares_storage(p)
 
     def is_view_of(self, p: Any, flat: Any, offset: int) -> bool:
         return p.data_ptr() == flat.data_ptr() + offset * flat.element_size() and (

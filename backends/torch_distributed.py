@@ -96,7 +96,7 @@ class DTensorAdapter(TorchAdapter):
             g = g.redistribute(p.device_mesh, p.placements)
         return g
 
-    def bind(self, params: list[Any]) -> Any:
+    def bind(self, params: list[Any], previous: Any = None) -> Any:
         return None  # FSDP2 owns the shards' storage: they are written where they are
 
     def shared_flat(self, arrays: list[Any]) -> Any:

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 import uniopt
+from uniopt import io
 from uniopt.__main__ import main
 
 torch = pytest.importorskip("torch")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def checkpoint(tmp_path):
@@ -164,3 +166,97 @@ def test_python_dash_m_uniopt_inspect_runs(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "algorithm adamw" in out.stdout
+
+
+# ---- bad paths and bad files: one line, exit code 2, never a traceback -------------------
+
+
+def error_line(capsys, argv):
+    """Run ``main(argv)``, which must fail as argparse does: exit code 2 and one line."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert exit_.value.code == 2, err
+    assert len(lines) == 1 and lines[0].startswith(f"uniopt {argv[0]}: error: "), err
+    return lines[0]
+
+
+def test_convert_to_a_directory_or_into_a_missing_one_is_a_clean_error(tmp_path, capsys):
+    ckpt = checkpoint(tmp_path)
+    pt = tmp_path / "opt.pt"
+    assert main(["convert", str(ckpt), str(pt), "--key", "optimizer"]) == 0
+    capsys.readouterr()
+    outdir = tmp_path / "outdir"
+    outdir.mkdir()
+    for source, extra in ((ckpt, ["--key", "optimizer"]), (pt, [])):  # both directions
+        line = error_line(capsys, ["convert", str(source), str(outdir), *extra])
+        assert f"{outdir} is a directory" in line
+        missing = tmp_path / "nope" / "out"
+        assert "no directory" in error_line(capsys, ["convert", str(source), str(missing), *extra])
+    assert os.listdir(outdir) == [] and not (tmp_path / "nope").exists()
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    out = subprocess.run(
+        [sys.executable, "-m", "uniopt", "convert", str(pt), str(outdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().startswith("uniopt convert: error: ")
+
+
+def test_convert_bad_inputs_are_clean_errors(tmp_path, capsys):
+    ckpt = checkpoint(tmp_path)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"hello world, not a file of any kind")
+    data = tmp_path / "data.safetensors"
+    uniopt.save([1, 2], data)
+    foreign = tmp_path / "weights.safetensors"
+    io.write_safetensors(foreign, {"fc.weight": np.ones(2)}, {})
+    corrupted = tmp_path / "corrupted.safetensors"
+    raw = ckpt.read_bytes()
+    corrupted.write_bytes(raw.replace(rb"lr\":0.01", rb"lr\":0.05", 1))
+    assert corrupted.read_bytes() != raw
+    out = str(tmp_path / "out.pt")
+    cases = [
+        ([str(tmp_path / "missing.pt")], "cannot read"),
+        ([str(tmp_path)], "Is a directory"),
+        ([str(junk)], "neither a uniopt state file nor a torch.save file"),
+        ([str(data)], "does not hold a uniopt optimizer state"),
+        ([str(foreign)], "not a uniopt state file"),
+        ([str(corrupted)], "fails its checksum"),
+        ([str(ckpt)], "pass --key optimizer"),
+        ([str(ckpt), "--key", "nope"], "has no entry 'nope'"),
+    ]
+    for (source, *extra), expected in cases:
+        assert expected in error_line(capsys, ["convert", source, out, *extra])
+    assert not os.path.exists(out)
+
+
+def test_inspect_bad_paths_and_odd_contents_never_show_a_traceback(tmp_path, capsys):
+    assert "cannot read" in error_line(capsys, ["inspect", str(tmp_path / "missing")])
+    assert "Is a directory" in error_line(capsys, ["inspect", str(tmp_path)])
+    # valid files whose content only looks like an optimizer state
+    odd = [
+        {"format": "uniopt.optimizer", "param_groups": 5, "state": [1]},
+        {"format": "uniopt.optimizer", "param_groups": [{"params": 3}, 7, {"params": [[1], "x"]}]},
+        {"format": "uniopt.optimizer", "param_groups": [{"params": ["x"]}], "state": {"x": [2]}},
+        [1, {"format": "uniopt.optimizer"}],
+    ]
+    for k, content in enumerate(odd):
+        path = tmp_path / f"odd{k}.safetensors"
+        uniopt.save(content, path)
+        assert uniopt.load(path) == content
+        assert main(["inspect", str(path)]) == 0
+        assert "uniopt state file" in capsys.readouterr().out
+    # optimizers and schedulers under keys that are not strings
+    opt = uniopt.SGD({"w": np.ones(2)}, lr=0.1, momentum=0.9)
+    opt.step({"w": np.ones(2)})
+    sched = uniopt.lr_scheduler.StepLR(opt, step_size=2)
+    path = tmp_path / "keys.safetensors"
+    uniopt.save({(1, "a"): opt, None: sched, 2.5: [opt]}, path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "optimizer [(1, 'a')]: SGD, algorithm sgd" in out and "scheduler [None]: StepLR" in out

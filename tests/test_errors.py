@@ -51,7 +51,7 @@ def test_parameters_given_twice_or_empty():
 
 def snapshot(opt):
     params = [to_numpy(p).copy() for g in opt.param_groups for p in g["params"]]
-    state = opt.state_dict()
+    state = opt.portable_state_dict()
     return params, state
 
 
@@ -157,7 +157,7 @@ def test_gradient_on_another_device_is_refused():
 def test_failed_load_state_dict_changes_nothing(backend):
     opt, good = stepped_optimizer(backend)
     before = snapshot(opt)
-    saved = opt.state_dict()
+    saved = opt.portable_state_dict()
     broken = {
         "algorithm": ({**saved, "algorithm": "sgd"}, "is for 'sgd'"),
         "version": ({**saved, "version": 99}, "unsupported state version 99"),
@@ -202,7 +202,7 @@ def test_failed_load_state_dict_changes_nothing(backend):
         with pytest.raises(ValueError, match=match):
             opt.load_state_dict(sd)
         assert_unchanged(opt, before)
-    with pytest.raises(TypeError, match="expected a dict"):
+    with pytest.raises(TypeError, match="expected a state dict"):
         opt.load_state_dict([1, 2])
     assert_unchanged(opt, before)
 
@@ -223,12 +223,12 @@ def test_lookahead_bad_arguments_and_bad_state_change_nothing():
     opt = uniopt.LookAhead(inner, k=2)
     for _ in range(3):
         opt.step([np.ones(3)])
-    before = ([to_numpy(p).copy() for p in opt.params], opt.state_dict())
+    before = ([to_numpy(p).copy() for p in opt.params], opt.portable_state_dict())
     bad = {**before[1], "slow": {"0": np.zeros(4)}}
     with pytest.raises(ValueError, match="slow weights missing or not float64"):
         opt.load_state_dict(bad)
     assert np.array_equal(to_numpy(opt.params[0]), before[0][0])
-    after = opt.state_dict()
+    after = opt.portable_state_dict()
     assert after["count"] == before[1]["count"]
     assert np.array_equal(after["slow"]["0"], before[1]["slow"]["0"])
 

@@ -3,10 +3,17 @@ across backends (the oracle: the same optimizer run without interruption)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
 import pickle
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
 
 import ml_dtypes
 import numpy as np
@@ -14,7 +21,7 @@ import pytest
 from conftest import require, to_backend, to_numpy
 
 import uniopt
-from uniopt import io
+from uniopt import io, io_atomic, io_safetensors
 from uniopt.parity.cases import CASES
 from uniopt.parity.problem import NAMES, make_problem
 
@@ -353,7 +360,7 @@ def test_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, 
         f.write(b"\0" * 100)  # part of the data, then the process "dies"
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(io, "_write_data", crash)
+    monkeypatch.setattr(io_safetensors, "_write_data", crash)
     with pytest.raises(KeyboardInterrupt):
         uniopt.save(opt, path)
     assert path.read_bytes() == before
@@ -410,11 +417,16 @@ def _valid_file(tmp_path):
     return path
 
 
-def _header_edit(path, edit):
+def _header_edit(path, edit, sign=True):
+    """The bytes of ``path`` with its header changed by ``edit``; ``sign``: with the header
+    checksum recomputed (a crafted file, to reach the checks behind the checksum)."""
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + n])
     edit(header)
+    meta = header.get("__metadata__")
+    if sign and isinstance(meta, dict) and io_safetensors.DIGEST_KEY in meta:
+        meta[io_safetensors.DIGEST_KEY] = io_safetensors.header_digest(header)
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
     return len(text).to_bytes(8, "little") + text + raw[8 + n :]
@@ -436,7 +448,18 @@ BAD_FILES = {
     "flipped data byte": lambda raw, p: raw[:-3] + bytes([raw[-3] ^ 0x10]) + raw[-2:],
     "header not json": lambda raw, p: raw[:8] + b"x" + raw[9:],
     "huge header length": lambda raw, p: (2**40).to_bytes(8, "little") + raw[8:],
-    "future version": lambda raw, p: _header_edit(p, _meta("uniopt.version", "2")),
+    "future version": lambda raw, p: _header_edit(p, _meta("uniopt.version", "3")),
+    "edited, not re-signed": lambda raw, p: _header_edit(p, _meta("uniopt.version", "1"), False),
+    "checksum removed": lambda raw, p: _header_edit(
+        p, lambda h: h["__metadata__"].pop(io_safetensors.DIGEST_KEY)
+    ),
+    "crc32 removed": lambda raw, p: _header_edit(
+        p, lambda h: h["__metadata__"].pop("uniopt.crc32")
+    ),
+    "one crc32 removed": lambda raw, p: _header_edit(
+        p,
+        _meta("uniopt.crc32", json.dumps({"state/w/exp_avg": 0})),
+    ),
     "not uniopt": lambda raw, p: _header_edit(p, lambda h: h.pop("__metadata__")),
     "bad tree": lambda raw, p: _header_edit(p, _meta("uniopt.content", '{"a": {"$tuple": 3}}')),
     "json constant": lambda raw, p: _header_edit(p, _meta("uniopt.content", '{"a": NaN}')),
@@ -664,3 +687,293 @@ def test_loading_an_optimizer_file_into_a_scheduler_is_refused(tmp_path):
     with pytest.raises(io.StateMismatchError, match="not a StepLR state"):
         uniopt.load(path, into=sched)
     assert sched.state_dict() == before
+
+
+# ---- nothing silently wrong (issue 15) ----------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _temporaries(directory):
+    return sorted(n for n in os.listdir(directory) if n.endswith(".tmp"))
+
+
+def test_save_removes_stale_temporaries_of_its_own_target_only(tmp_path):
+    path = tmp_path / "opt.safetensors"
+    stale = [tmp_path / f".opt.safetensors.{h}.tmp" for h in ("0123456789ab", "deadbeef0000")]
+    for f in stale:
+        f.write_bytes(b"\0" * 4096)
+    keep = [
+        tmp_path / ".other.safetensors.0123456789ab.tmp",  # another target's
+        tmp_path / ".opt.safetensors.0123456789abc.tmp",  # not the pattern: 13 digits
+        tmp_path / ".opt.safetensors.0123456789AB.tmp",  # upper case: not ours
+        tmp_path / ".opt.0123456789ab.tmp",
+        tmp_path / "opt.safetensors.tmp",
+        tmp_path / ".opt.safetensors.0123456789ab.tmp.keep",
+        tmp_path / "notes.txt",
+    ]
+    for f in keep:
+        f.write_bytes(b"not uniopt's")
+    pattern_dir = tmp_path / ".opt.safetensors.bbbbbbbbbbbb.tmp"  # matches, but a directory
+    pattern_dir.mkdir()
+    live = tmp_path / ".opt.safetensors.aaaaaaaaaaaa.tmp"  # held by a running save
+    fd = os.open(live, os.O_RDWR | os.O_CREAT)
+    try:
+        locked = io_atomic.fcntl is not None
+        if locked:
+            io_atomic.fcntl.flock(fd, io_atomic.fcntl.LOCK_EX)
+        uniopt.save({"a": np.ones(3)}, path)
+        assert not any(f.exists() for f in stale)
+        assert all(f.read_bytes() == b"not uniopt's" for f in keep)
+        assert pattern_dir.is_dir() and live.exists() == locked
+    finally:
+        os.close(fd)
+    np.testing.assert_array_equal(uniopt.load(path)["a"], np.ones(3))
+    # once its writer is gone, the next save removes it
+    uniopt.save({"a": np.zeros(3)}, path)
+    assert not live.exists()
+    assert io_atomic.temporary_pattern(path).match(stale[0].name)
+    assert not io_atomic.temporary_pattern(path).match(keep[0].name)
+
+
+KILLED_SAVE = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import uniopt
+
+    path = sys.argv[1]
+    arrays = {f"a{i}": np.full(2**19, float(i)) for i in range(8)}  # 32 MB
+    print("ready", flush=True)
+    while True:  # save again and again: a kill lands mid-save
+        uniopt.save(arrays, path)
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_a_save_killed_by_sigkill_leaves_a_temporary_that_the_next_save_removes(tmp_path):
+    path = tmp_path / "big.safetensors"
+    pattern = io_atomic.temporary_pattern(path)
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    left = []
+    for _ in range(5):  # the kill may land between two saves: then try again
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILLED_SAVE, str(path)], stdout=subprocess.PIPE, env=env
+        )
+        try:
+            assert child.stdout.readline().strip() == b"ready"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                pattern.match(n) for n in os.listdir(tmp_path)
+            ):
+                time.sleep(0.001)
+        finally:
+            child.kill()  # SIGKILL: no cleanup can run
+            child.wait(30)
+            child.stdout.close()
+        assert child.returncode == -signal.SIGKILL
+        left = [n for n in os.listdir(tmp_path) if pattern.match(n)]
+        if left:
+            break
+    assert left, "the child was never killed mid-save"
+    if path.exists():  # the last complete save, never a partial one
+        assert uniopt.load(path)["a7"][0] == 7.0
+    uniopt.save({"small": np.ones(2)}, path)
+    assert _temporaries(tmp_path) == []
+    np.testing.assert_array_equal(uniopt.load(path)["small"], np.ones(2))
+
+
+def _sgd_file(tmp_path, name="sgd.safetensors"):
+    """An SGD state with lr 0.01 after 3 steps."""
+    opt = uniopt.SGD({"w": np.array([1.0, -2.0, 0.5])}, lr=0.01, momentum=0.9)
+    for _ in range(3):
+        opt.step({"w": np.array([0.5, 0.25, -1.0])})
+    path = tmp_path / name
+    uniopt.save(opt, path)
+    return path
+
+
+def test_one_flipped_bit_in_lr_or_step_fails_the_header_checksum(tmp_path):
+    path = _sgd_file(tmp_path)
+    raw = path.read_bytes()
+    bad = tmp_path / "bad.safetensors"
+    for old, new in ((rb"lr\":0.01", rb"lr\":0.05"), (rb"step_count\":3", rb"step_count\":7")):
+        assert raw.index(old) < raw.index(b"uniopt.info")  # the first is in the content
+        edited = raw.replace(old, new, 1)
+        assert sum(bin(a ^ b).count("1") for a, b in zip(raw, edited)) == 1  # one bit
+        bad.write_bytes(edited)
+        for read in (uniopt.load, io.read_info, io.read_header):
+            with pytest.raises(io.StateFileError, match="fails its checksum"):
+                read(bad)
+    opt = uniopt.SGD({"w": np.zeros(3)}, lr=0.5, momentum=0.9)
+    with pytest.raises(io.StateFileError):
+        uniopt.load(bad, into=opt)
+    assert opt.param_groups[0]["lr"] == 0.5 and opt.state_dict()["step_count"] == 0
+
+
+def test_no_single_bit_flip_in_the_header_loads_silently(tmp_path):
+    """Every bit of the length prefix and of the JSON header, flipped one at a time: each
+    file is refused with a StateFileError (never another exception, never a load)."""
+    path = _sgd_file(tmp_path)
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    bad = tmp_path / "flipped.safetensors"
+    silent = []
+    for i in range(8 + n):
+        for bit in range(8):
+            flipped = bytearray(raw)
+            flipped[i] ^= 1 << bit
+            bad.write_bytes(flipped)
+            try:
+                uniopt.load(bad)
+            except io.StateFileError:
+                continue
+            silent.append((i, bit, bytes(raw[max(i - 10, 0) : i + 10])))
+    assert not silent, silent[:10]
+
+
+# written by uniopt before the header checksum (file format version 1): SGD, lr 0.01, step 3
+LEGACY_V1_FILE = base64.b64decode(
+    "sAMAAAAAAAB7Il9fbWV0YWRhdGFfXyI6eyJ1bmlvcHQuZm9ybWF0IjoidW5pb3B0LnN0YXRlLWZpbGUiLCJ1bmlv"
+    "cHQudmVyc2lvbiI6IjEiLCJ1bmlvcHQuY29udGVudCI6IntcImZvcm1hdFwiOlwidW5pb3B0Lm9wdGltaXplclwi"
+    "LFwidmVyc2lvblwiOjEsXCJsb3NzX3NjYWxlXCI6bnVsbCxcImN1c3RvbV9zdGF0ZVwiOnt9LFwiYWxnb3JpdGht"
+    "XCI6XCJzZ2RcIixcImZsYXZvclwiOm51bGwsXCJzdGVwX2NvdW50XCI6MyxcInBhcmFtX2dyb3Vwc1wiOlt7XCJs"
+    "clwiOjAuMDEsXCJtb21lbnR1bVwiOjAuOSxcImRhbXBlbmluZ1wiOjAuMCxcIndlaWdodF9kZWNheVwiOjAuMCxc"
+    "Im5lc3Rlcm92XCI6ZmFsc2UsXCJtYXhpbWl6ZVwiOmZhbHNlLFwibHJfaW5fbW9tZW50dW1cIjpmYWxzZSxcImdy"
+    "YWRfY2VudHJhbGl6YXRpb25cIjpmYWxzZSxcInBhcmFtc1wiOltcIndcIl19XSxcInN0YXRlXCI6e1wid1wiOntc"
+    "InN0ZXBcIjozLFwibW9tZW50dW1fYnVmZmVyXCI6e1wiJGFycmF5XCI6XCJzdGF0ZS93L21vbWVudHVtX2J1ZmZl"
+    "clwifX19fSIsInVuaW9wdC5pbmZvIjoie1wia2luZFwiOlwib3B0aW1pemVyXCIsXCJwYXJ0c1wiOlt7XCJwYXRo"
+    "XCI6W10sXCJraW5kXCI6XCJvcHRpbWl6ZXJcIixcImNsYXNzXCI6XCJTR0RcIixcIm1vZHVsZVwiOlwidW5pb3B0"
+    "LmFsZ29yaXRobXMuc2dkXCIsXCJwYXJhbWV0ZXJzXCI6W1tcIndcIixbM10sXCJmbG9hdDY0XCIsMCxcIm51bXB5"
+    "XCJdXSxcImFsZ29yaXRobVwiOlwic2dkXCIsXCJmbGF2b3JcIjpudWxsLFwic3RlcF9jb3VudFwiOjMsXCJncm91"
+    "cHNcIjoxLFwic3RlcHBlZFwiOjF9XX0iLCJ1bmlvcHQuY3JjMzIiOiJ7XCJzdGF0ZS93L21vbWVudHVtX2J1ZmZl"
+    "clwiOjM3MjM1NTc0NX0ifSwic3RhdGUvdy9tb21lbnR1bV9idWZmZXIiOnsiZHR5cGUiOiJGNjQiLCJzaGFwZSI6"
+    "WzNdLCJkYXRhX29mZnNldHMiOlswLDI0XX19IK5H4XoUrvU/rkfhehSu5T+uR+F6FK4FwA=="
+)
+
+
+def test_version_1_files_without_a_header_checksum_still_load(tmp_path):
+    legacy = tmp_path / "v1.safetensors"
+    legacy.write_bytes(LEGACY_V1_FILE)
+    assert io.read_header(legacy).metadata["uniopt.version"] == "1"
+    assert io_safetensors.DIGEST_KEY not in io.read_header(legacy).metadata
+    sd = uniopt.load(legacy)
+    new = uniopt.load(_sgd_file(tmp_path))
+    assert sd["step_count"] == new["step_count"] == 3
+    assert sd["param_groups"][0]["lr"] == 0.01 and sd["param_groups"][0]["params"] == ["w"]
+    np.testing.assert_array_equal(
+        sd["state"]["w"]["momentum_buffer"], new["state"]["w"]["momentum_buffer"]
+    )
+    opt = uniopt.SGD({"w": np.zeros(3)}, lr=0.5, momentum=0.9)
+    assert uniopt.load(legacy, into=opt).complete and opt.param_groups[0]["lr"] == 0.01
+    # the same header claiming version 2 has no checksum to check: refused
+    claims_v2 = tmp_path / "v2.safetensors"
+    claims_v2.write_bytes(
+        _header_edit(legacy, _meta("uniopt.version", str(io.FILE_VERSION)), sign=False)
+    )
+    with pytest.raises(io.StateFileError, match="must carry uniopt.header-sha256"):
+        uniopt.load(claims_v2)
+
+
+def _crafted_file(tmp_path):
+    path = tmp_path / "crafted.safetensors"
+    uniopt.save({"e": np.zeros(0, np.float32), "w": np.ones(2)}, path)
+    return path
+
+
+def _entry_edit(name, **fields):
+    def edit(header):
+        header[name].update(fields)
+
+    return edit
+
+
+CRAFTED = {
+    "huge shape with a zero": _entry_edit("e", shape=[2**62, 0]),
+    "2**64 with a zero": _entry_edit("e", shape=[2**64, 0]),
+    "product overflows": _entry_edit("e", shape=[2**40, 2**40, 0]),
+    "65 dimensions": _entry_edit("e", shape=[0] * 65),
+    "33 dimensions": _entry_edit("e", shape=[0] + [1] * 32),
+    "negative dimension": _entry_edit("e", shape=[-1]),
+    "float dimension": _entry_edit("e", shape=[0.0]),
+    "string dimension": _entry_edit("e", shape=["0"]),
+    "bool dimension": _entry_edit("e", shape=[False]),
+    "shape not a list": _entry_edit("e", shape=0),
+    "dtype a list": _entry_edit("e", dtype=["F32"]),
+    "dtype null": _entry_edit("e", dtype=None),
+    "dtype unknown": _entry_edit("e", dtype="F128"),
+    "offsets past the end": _entry_edit("e", data_offsets=[10**6, 10**6]),
+    "offsets huge": _entry_edit("e", data_offsets=[2**70, 2**70]),
+    "offsets negative": _entry_edit("e", data_offsets=[-1, -1]),
+    "offsets reversed": _entry_edit("w", data_offsets=[16, 0]),
+    "three offsets": _entry_edit("e", data_offsets=[0, 0, 0]),
+    "overlapping": _entry_edit("e", dtype="F64", shape=[1], data_offsets=[8, 16]),
+    "entry not an object": lambda h: h.update(e=[0, 0]),
+    "extra field": _entry_edit("e", extra=1),
+    "tagged dtype a list": _meta("uniopt.dtypes", json.dumps({"e": ["bfloat16"]})),
+    "tagged dtype mismatched": _meta("uniopt.dtypes", json.dumps({"e": "bfloat16"})),
+    "metadata not strings": _meta("uniopt.info", {"parts": []}),
+    "info parts malformed": _meta("uniopt.info", json.dumps({"parts": [{"path": 3}]})),
+}
+
+
+@pytest.mark.parametrize("kind", CRAFTED)
+def test_crafted_shapes_dtypes_and_offsets_are_state_file_errors(kind, tmp_path):
+    """Signed (checksum recomputed) files with malformed entries: a StateFileError from
+    every reader, never a NumPy ValueError, TypeError or OverflowError."""
+    good = _crafted_file(tmp_path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(_header_edit(good, CRAFTED[kind]))
+    for read in (uniopt.load, io.read_info):
+        with pytest.raises(io.StateFileError) as error:
+            read(bad)
+        assert str(bad) in str(error.value)
+
+
+def test_too_many_dimensions_cannot_be_saved(tmp_path):
+    with pytest.raises(TypeError, match="33 dimensions"):
+        uniopt.save({"x": np.zeros((1,) * 33)}, tmp_path / "x.safetensors")
+    uniopt.save({"x": np.zeros((1,) * 32)}, tmp_path / "x.safetensors")
+    assert uniopt.load(tmp_path / "x.safetensors")["x"].shape == (1,) * 32
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_save_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    path = tmp_path / "opt.safetensors"
+    uniopt.save({"a": 1}, path)
+    for mode in (0o640, 0o600, 0o664):
+        os.chmod(path, mode)
+        uniopt.save({"a": mode}, path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == mode and uniopt.load(path)["a"] == mode
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX symlinks")
+def test_save_writes_through_a_symlink(tmp_path):
+    real = tmp_path / "real" / "opt.safetensors"
+    real.parent.mkdir()
+    uniopt.save({"a": 1}, real)
+    os.chmod(real, 0o640)
+    # a relative symlink, and a link to the link: the file they name is replaced
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(os.path.join("real", "opt.safetensors"))
+    chain = tmp_path / "chain.safetensors"
+    chain.symlink_to("link.safetensors")
+    for k, target in enumerate((link, chain), start=3):
+        uniopt.save({"a": k}, target)
+        assert link.is_symlink() and os.readlink(link) == os.path.join("real", "opt.safetensors")
+        assert chain.is_symlink() and os.readlink(chain) == "link.safetensors"
+        assert uniopt.load(real)["a"] == k and uniopt.load(target)["a"] == k
+        assert stat.S_IMODE(os.stat(real).st_mode) == 0o640
+    assert _temporaries(tmp_path) == [] and _temporaries(real.parent) == []
+    # a dangling link creates the file it names
+    dangling = tmp_path / "dangling.safetensors"
+    dangling.symlink_to(os.path.join("real", "new.safetensors"))
+    uniopt.save({"a": 5}, dangling)
+    assert dangling.is_symlink() and uniopt.load(real.parent / "new.safetensors")["a"] == 5
+    # a loop of links is an error, and nothing is written
+    loop = tmp_path / "loop.safetensors"
+    loop.symlink_to("loop.safetensors")
+    with pytest.raises(OSError, match="symbolic links"):
+        uniopt.save({"a": 6}, loop)
+    assert loop.is_symlink() and _temporaries(tmp_path) == []

@@ -1,6 +1,8 @@
 """Stateful schedulers: torch's lr sequences (300 steps, two groups, state_dict round trip
 in the middle), closed forms for the OneFlow/Paddle-only ones, agreement with the pure
-schedules, the optimizer contract and argument checks."""
+schedules, the optimizer contract and argument checks; load_state_dict held to the
+constructor's rules (bad values, unknown and missing keys refused, the scheduler left
+exactly as it was), with a hypothesis property over junk states."""
 
 from __future__ import annotations
 
@@ -14,6 +16,12 @@ import pytest
 
 from uniopt import lr_scheduler as U
 from uniopt import schedules as S
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - the property test skips without it
+    st = None
 
 LRS = [0.1, 0.01]
 STEPS = 300
@@ -474,36 +482,372 @@ def test_warm_restarts_exposes_t_cur_and_t_i():
 
 
 # --- argument checks ----------------------------------------------------------------------------
+NAN, INF = float("nan"), float("inf")
+V, T = ValueError, TypeError
+
+
+#: (make, error, message fragment): every constructor argument out of range or of the wrong
+#: type; each message names the scheduler and the argument as the constructor calls it
 BAD = [
-    (lambda: U.CosineAnnealingLR(FakeOpt(), T_max=0), ValueError, "T_max"),
-    (lambda: U.ExponentialLR(FakeOpt(), gamma=0.0), ValueError, "gamma"),
-    (lambda: U.StepLR(FakeOpt(), step_size=0), ValueError, "step_size"),
-    (lambda: U.StepLR(FakeOpt(), step_size=3, gamma=-1), ValueError, "gamma"),
-    (lambda: U.MultiStepLR(FakeOpt(), milestones=[5, 3]), ValueError, "milestones"),
-    (lambda: U.ReduceLROnPlateau(FakeOpt(), factor=1.0), ValueError, "factor"),
-    (lambda: U.ReduceLROnPlateau(FakeOpt(), factor=2.0), ValueError, "factor"),
-    (lambda: U.ReduceLROnPlateau(FakeOpt(), min_lr=[0.0]), ValueError, "min_lr"),
-    (lambda: U.ReduceLROnPlateau(FakeOpt(), mode="up"), ValueError, "mode"),
-    (lambda: U.ReduceLROnPlateau(FakeOpt(), threshold_mode="x"), ValueError, "threshold_mode"),
-    (lambda: U.CyclicLR(FakeOpt(), 0.01, 0.1, mode="saw"), ValueError, "mode"),
-    (lambda: U.CyclicLR(FakeOpt(), [0.01], 0.1), ValueError, "base_lr"),
-    (lambda: U.OneCycleLR(FakeOpt(), 1.0), ValueError, "total_steps"),
-    (lambda: U.OneCycleLR(FakeOpt(), 1.0, 10, anneal_strategy="x"), ValueError, "anneal"),
-    (lambda: U.WarmupLR(FakeOpt(), warmup_method="cosine"), ValueError, "warmup_method"),
-    (lambda: U.WarmupLR(FakeOpt(), warmup_iters=0), ValueError, "warmup_iters"),
-    (lambda: U.PolynomialLR(FakeOpt(), steps=0), ValueError, "decay_steps"),
-    (lambda: U.CosineDecayLR(FakeOpt(), decay_steps=0), ValueError, "decay_steps"),
-    (lambda: U.PiecewiseDecay(FakeOpt(), [1, 2], [0.1]), ValueError, "values"),
-    (lambda: U.LambdaLR(FakeOpt(), [lambda s: 1.0]), ValueError, "lr_lambdas"),
-    (lambda: U.CosineAnnealingWarmRestarts(FakeOpt(), T_0=5, T_mult=0), ValueError, "T_mult"),
-    (lambda: U.StepLR(object(), step_size=3), TypeError, "param_groups"),
+    (lambda: U.CosineAnnealingLR(FakeOpt(), T_max=0), V, "CosineAnnealingLR: invalid T_max=0"),
+    (lambda: U.CosineAnnealingLR(FakeOpt(), T_max=2.5), V, "invalid T_max=2.5"),
+    (lambda: U.CosineAnnealingLR(FakeOpt(), 10, eta_min=NAN), V, "invalid eta_min=nan"),
+    (lambda: U.CosineAnnealingLR(FakeOpt(), 10, eta_min=-1e-3), V, "invalid eta_min=-0.001"),
+    (lambda: U.CosineAnnealingLR(FakeOpt(), "10"), T, "T_max must be an integer"),
+    (lambda: U.ExponentialLR(FakeOpt(), gamma=0.0), V, "ExponentialLR: invalid gamma=0.0"),
+    (lambda: U.StepLR(FakeOpt(), step_size=0), V, "StepLR: invalid step_size=0"),
+    (lambda: U.StepLR(FakeOpt(), step_size=INF), V, "StepLR: invalid step_size=inf"),
+    (lambda: U.StepLR(FakeOpt(), step_size=3, gamma=-1), V, "StepLR: invalid gamma=-1"),
+    (lambda: U.StepLR(FakeOpt(), 3, last_step=-2), V, "StepLR: invalid last_step=-2"),
+    (lambda: U.StepLR(FakeOpt(), 3, last_step="x"), T, "StepLR: last_step must be an integer"),
+    (lambda: U.StepLR(FakeOpt(), 3, verbose="yes"), T, "StepLR: verbose must be a bool"),
+    (lambda: U.MultiStepLR(FakeOpt(), milestones=[5, 3]), V, "MultiStepLR: invalid milestones"),
+    (lambda: U.ConstantLR(FakeOpt(), factor=2.0), V, "ConstantLR: invalid factor=2.0"),
+    (lambda: U.ConstantLR(FakeOpt(), total_iters=-1), V, "ConstantLR: invalid total_iters=-1"),
+    (lambda: U.LinearLR(FakeOpt(), start_factor=-1), V, "LinearLR: invalid start_factor=-1"),
+    (lambda: U.LinearLR(FakeOpt(), total_iters=0), V, "LinearLR: invalid total_iters=0"),
+    (lambda: U.PolynomialLR(FakeOpt(), steps=0), V, "PolynomialLR: invalid steps=0"),
+    (lambda: U.PolynomialLR(FakeOpt(), 5, end_learning_rate=-1), V, "invalid end_learning_rate=-1"),
+    (lambda: U.PolynomialLR(FakeOpt(), 5, power=-1), V, "PolynomialLR: invalid power=-1"),
+    (lambda: U.PolynomialLR(FakeOpt(), 5, cycle=1), T, "PolynomialLR: cycle must be a bool"),
+    (lambda: U.CosineDecayLR(FakeOpt(), decay_steps=0), V, "CosineDecayLR: invalid decay_steps=0"),
+    (lambda: U.CosineDecayLR(FakeOpt(), 10, alpha=1.5), V, "CosineDecayLR: invalid alpha=1.5"),
+    (lambda: U.PiecewiseDecay(FakeOpt(), [1, 2], [0.1]), V, "PiecewiseDecay: invalid values"),
+    (lambda: U.PiecewiseDecay(FakeOpt(), [1], [0.1, -1]), V, "invalid values[1]=-1"),
+    (lambda: U.NoamDecay(FakeOpt(), 0, 10), V, "NoamDecay: invalid d_model=0"),
+    (lambda: U.InverseTimeDecay(FakeOpt(), 0), V, "InverseTimeDecay: invalid gamma=0"),
+    (lambda: U.NaturalExpDecay(FakeOpt(), NAN), V, "NaturalExpDecay: invalid gamma=nan"),
+    (lambda: U.LambdaLR(FakeOpt(), [lambda s: 1.0]), V, "LambdaLR: invalid lr_lambda=["),
+    (lambda: U.LambdaLR(FakeOpt(), 3), T, "LambdaLR: lr_lambda[0] must be callable"),
+    (lambda: U.MultiplicativeLR(FakeOpt(), None), T, "MultiplicativeLR: lr_lambda[0] must be"),
+    (lambda: U.CosineAnnealingWarmRestarts(FakeOpt(), 5, T_mult=0), V, "invalid T_mult=0"),
+    (lambda: U.CosineAnnealingWarmRestarts(FakeOpt(), 0), V, "invalid T_0=0"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), factor=1.0), V, "ReduceLROnPlateau: invalid factor"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), factor=2.0), V, "invalid factor=2.0"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), factor=-0.1), V, "invalid factor=-0.1"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), min_lr=[0.0]), V, "invalid min_lr=[0.0]"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), min_lr=-1), V, "invalid min_lr=-1"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), mode="up"), V, "ReduceLROnPlateau: invalid mode='up'"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), threshold_mode="x"), V, "invalid threshold_mode"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), threshold=-1), V, "invalid threshold=-1"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), patience=1.5), V, "invalid patience=1.5"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), cooldown=-1), V, "invalid cooldown=-1"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), eps=NAN), V, "invalid eps=nan"),
+    (lambda: U.ReduceLROnPlateau(FakeOpt(), verbose=1), T, "verbose must be a bool"),
+    (lambda: U.CyclicLR(FakeOpt(), 0.01, 0.1, mode="saw"), V, "CyclicLR: invalid mode='saw'"),
+    (lambda: U.CyclicLR(FakeOpt(), [0.01], 0.1), V, "CyclicLR: invalid base_lr=[0.01]"),
+    (lambda: U.CyclicLR(FakeOpt(), 0.1, 0.01), V, "CyclicLR: invalid max_lr=0.01: it must be >="),
+    (lambda: U.CyclicLR(FakeOpt(), -0.1, 0.01), V, "CyclicLR: invalid base_lr=-0.1"),
+    (lambda: U.CyclicLR(FakeOpt(), 0.01, 0.1, gamma=2.0), V, "CyclicLR: invalid gamma=2.0"),
+    (lambda: U.CyclicLR(FakeOpt(), 0.01, 0.1, step_size_up=0), V, "invalid step_size_up=0"),
+    (
+        lambda: U.CyclicLR(FakeOpt(), 0.01, 0.1, base_momentum=0.95, max_momentum=0.9),
+        V,
+        "CyclicLR: invalid max_momentum[0]=0.9: it must be >= base_momentum[0]=0.95",
+    ),
+    (lambda: U.CyclicLR(FakeOpt(), 0.01, 0.1, cycle_momentum=0), T, "cycle_momentum must be"),
+    (lambda: U.OneCycleLR(FakeOpt(), 1.0), V, "total_steps"),
+    (lambda: U.OneCycleLR(FakeOpt(), 1.0, 10, anneal_strategy="x"), V, "anneal_strategy='x'"),
+    (lambda: U.OneCycleLR(FakeOpt(), -1.0, 10), V, "OneCycleLR: invalid max_lr=-1.0"),
+    (lambda: U.OneCycleLR(FakeOpt(), [1.0], 10), V, "OneCycleLR: invalid max_lr=[1.0]"),
+    (lambda: U.OneCycleLR(FakeOpt(), 1.0, 0), V, "OneCycleLR: invalid total_steps=0"),
+    (lambda: U.OneCycleLR(FakeOpt(), 1.0, epochs=0, steps_per_epoch=5), V, "invalid epochs=0"),
+    (lambda: U.OneCycleLR(FakeOpt(), 1.0, 10, pct_start=-0.1), V, "invalid pct_start=-0.1"),
+    (lambda: U.OneCycleLR(FakeOpt(), 1.0, 10, div_factor=0), V, "invalid div_factor=0"),
+    (lambda: U.OneCycleLR(FakeOpt(), 1.0, 10, three_phase=None), T, "three_phase must be"),
+    (
+        lambda: U.OneCycleLR(FakeOpt(), 1.0, 10, base_momentum=0.99),
+        V,
+        "OneCycleLR: invalid max_momentum=0.95: it must be >= base_momentum=0.99",
+    ),
+    (lambda: U.WarmupLR(FakeOpt(), warmup_method="cosine"), V, "WarmupLR: invalid warmup_method"),
+    (lambda: U.WarmupLR(FakeOpt(), warmup_iters=0), V, "WarmupLR: invalid warmup_iters=0"),
+    (lambda: U.WarmupLR(FakeOpt(), warmup_factor=-1), V, "WarmupLR: invalid warmup_factor=-1"),
+    (
+        lambda: U.WarmupLR(FakeOpt(), warmup_factor=2, warmup_method="constant"),
+        V,
+        "WarmupLR: invalid warmup_factor=2",
+    ),
+    (lambda: U.WarmupLR(FakeOpt(), warmup_prefix="no"), T, "WarmupLR: warmup_prefix must be"),
+    (lambda: U.StepLR(object(), step_size=3), T, "param_groups"),
 ]
 
 
-@pytest.mark.parametrize("make, error, argument", BAD, ids=[b[2] for b in BAD])
-def test_bad_arguments(make, error, argument):
-    with pytest.raises(error, match=argument):
+@pytest.mark.parametrize(
+    "make, error, fragment", BAD, ids=[f"{i}-{b[2][:30]}" for i, b in enumerate(BAD)]
+)
+def test_bad_arguments(make, error, fragment):
+    with pytest.raises(error) as info:
         make()
+    assert fragment in str(info.value)
+
+
+def test_a_refused_construction_leaves_the_optimizer_alone():
+    opt = FakeOpt(momentum=0.9)
+    before = copy.deepcopy(opt.param_groups)
+    for make in (
+        lambda: U.OneCycleLR(opt, max_lr=1.0, total_steps=10, div_factor=0),
+        lambda: U.CyclicLR(opt, 0.1, 0.01),
+        lambda: U.SequentialLR(opt, [U.ConstantLR(FakeOpt())], milestones=[]),
+        lambda: U.StepLR(opt, 3, verbose="yes"),
+    ):
+        with pytest.raises((ValueError, TypeError)):
+            make()
+        assert opt.param_groups == before
+
+
+def test_schedulers_refuse_negative_steps_in_get_lr():
+    sched = U.NoamDecay(FakeOpt(), d_model=64, warmup_steps=10)
+    with pytest.raises(ValueError, match=r"^noam: invalid step=-3"):
+        sched.get_lr(0.1, -3)
+    with pytest.raises(ValueError, match="NoamDecay.get_lr: invalid base_lr=-0.1"):
+        sched.get_lr(-0.1, 3)
+
+
+# --- load_state_dict checks with the constructor's rules (issue 15 B) ---------------------------
+def _step(sched, metric=1.0):
+    sched.step(metric) if isinstance(sched, U.ReduceLROnPlateau) else sched.step()
+
+
+def _stepped(make, steps=4):
+    opt = FakeOpt(momentum=0.9)
+    sched = make(opt)
+    for _ in range(steps):
+        _step(sched)
+    return opt, sched
+
+
+def _snapshot(sched):
+    """Everything a load could change: each attribute's identity, the plain-data state
+    (deep-copied), and the callables' saved attributes (in the state)."""
+    return dict(vars(sched)), copy.deepcopy(sched.state_dict())
+
+
+def _assert_unchanged(sched, snap):
+    attrs, state = snap
+    assert vars(sched).keys() == attrs.keys()
+    for key, obj in attrs.items():
+        assert vars(sched)[key] is obj, key  # not rebound (a reset cache would show here)
+    now = sched.state_dict()
+    assert now.keys() == state.keys()
+    for key in state:  # bitwise: nan-safe, 0.0 vs -0.0 told apart
+        assert pickle.dumps(now[key]) == pickle.dumps(state[key]), key
+
+
+def _edit(**changes):
+    def apply(state):
+        for key, value in changes.items():
+            if value is _DROP:
+                del state[key]
+            else:
+                state[key] = value
+        return state
+
+    return apply
+
+
+_DROP = object()
+
+LOAD_CASES = {
+    "T_max=0": (lambda o: U.CosineAnnealingLR(o, 10), _edit(T_max=0), V, "invalid T_max=0"),
+    "eta_min=nan": (lambda o: U.CosineAnnealingLR(o, 10), _edit(eta_min=NAN), V, "eta_min=nan"),
+    "last_step='x'": (lambda o: U.StepLR(o, 3), _edit(last_step="x"), T, "last_step must be"),
+    "last_step=-7": (lambda o: U.StepLR(o, 3), _edit(last_step=-7), V, "invalid last_step=-7"),
+    "last_step=2.5": (lambda o: U.StepLR(o, 3), _edit(last_step=2.5), V, "last_step=2.5"),
+    "unknown key": (
+        lambda o: U.StepLR(o, 3),
+        _edit(last_epoch=3, _step_count=4),  # torch's keys
+        V,
+        "unknown keys ['_step_count', 'last_epoch']",
+    ),
+    "missing key": (lambda o: U.StepLR(o, 3), _edit(gamma=_DROP), V, "missing keys ['gamma']"),
+    "gamma='0.1'": (lambda o: U.StepLR(o, 3), _edit(gamma="0.1"), T, "gamma must be a real"),
+    "base_lrs length": (lambda o: U.StepLR(o, 3), _edit(base_lrs=[0.1]), V, "invalid base_lrs"),
+    "base_lrs<0": (lambda o: U.StepLR(o, 3), _edit(base_lrs=[0.1, -1]), V, "base_lrs[1]=-1"),
+    "_last_lr=inf": (lambda o: U.StepLR(o, 3), _edit(_last_lr=[INF, 0]), V, "_last_lr[0]=inf"),
+    "verbose=1": (lambda o: U.StepLR(o, 3), _edit(verbose=1), T, "verbose must be a bool"),
+    "max_decay_steps=0": (
+        lambda o: U.PolynomialLR(o, 5),
+        _edit(max_decay_steps=0),
+        V,
+        "PolynomialLR.load_state_dict: invalid max_decay_steps=0",
+    ),
+    "milestones": (lambda o: U.MultiStepLR(o, [2, 5]), _edit(milestones=[5, 2]), V, "milestones"),
+    "values<0": (
+        lambda o: U.PiecewiseDecay(o, [2], [0.1, 0.2]),
+        _edit(values=[0.1, -0.2]),
+        V,
+        "invalid values[1]=-0.2",
+    ),
+    "OneCycle past the end": (
+        lambda o: U.OneCycleLR(o, 1.0, 10),
+        _edit(last_step=11),
+        V,
+        "invalid last_step=11: it must be <= total_steps=10",
+    ),
+    "OneCycle base>max momentum": (
+        lambda o: U.OneCycleLR(o, 1.0, 10),
+        _edit(base_momentums=[0.99, 0.99]),
+        V,
+        "invalid max_momentums=0.95: it must be >= base_momentums=0.99",
+    ),
+    "OneCycle use_beta1 without betas": (
+        lambda o: U.OneCycleLR(o, 1.0, 10),
+        _edit(use_beta1=True),
+        V,
+        "invalid use_beta1=True: every param group must then have 'betas'",
+    ),
+    "Cyclic max<base": (
+        lambda o: U.CyclicLR(o, 0.01, 0.1),
+        _edit(max_lrs=[0.001, 0.1]),
+        V,
+        "CyclicLR.load_state_dict: invalid max_lrs=0.001: it must be >= _cyclic_base_lrs",
+    ),
+    "Cyclic scale_fn": (lambda o: U.CyclicLR(o, 0.01, 0.1), _edit(scale_fn=3), V, "scale_fn=3"),
+    "Lambda lr_lambdas": (
+        lambda o: U.LambdaLR(o, [Halving(3), Halving(4)]),
+        _edit(lr_lambdas=[{"every": 2}]),
+        V,
+        "invalid lr_lambdas",
+    ),
+    "Plateau cooldown_counter": (
+        lambda o: U.ReduceLROnPlateau(o, cooldown=2),
+        _edit(cooldown_counter=5),
+        V,
+        "invalid cooldown_counter=5: it must be <= cooldown=2",
+    ),
+    "Plateau best=nan": (lambda o: U.ReduceLROnPlateau(o), _edit(best=NAN), V, "best=nan"),
+    "Plateau factor": (lambda o: U.ReduceLROnPlateau(o), _edit(factor=1.0), V, "factor=1.0"),
+    "Plateau mode_worse": (
+        lambda o: U.ReduceLROnPlateau(o),
+        _edit(mode_worse=-INF),
+        V,
+        "invalid mode_worse=-inf",
+    ),
+    "Sequential sub-state": (
+        lambda o: U.SequentialLR(o, [U.ConstantLR(o), U.CosineAnnealingLR(o, 10)], [3]),
+        lambda state: {
+            **state,
+            "_schedulers": [state["_schedulers"][0], {**state["_schedulers"][1], "T_max": 0}],
+        },
+        V,
+        "CosineAnnealingLR.load_state_dict: invalid T_max=0",
+    ),
+    "Sequential milestones": (
+        lambda o: U.SequentialLR(o, [U.ConstantLR(o), U.CosineAnnealingLR(o, 10)], [3]),
+        _edit(milestones=[3, 5]),
+        V,
+        "SequentialLR.load_state_dict: invalid milestones=[3, 5]",
+    ),
+    "Sequential sub-states missing": (
+        lambda o: U.SequentialLR(o, [U.ConstantLR(o), U.CosineAnnealingLR(o, 10)], [3]),
+        _edit(_schedulers=[]),
+        V,
+        "invalid _schedulers: it must be a list of 2 scheduler states",
+    ),
+    "Chained sub-state": (
+        lambda o: U.ChainedScheduler([U.ConstantLR(o), U.ExponentialLR(o, 0.9)]),
+        lambda state: {
+            **state,
+            "_schedulers": [state["_schedulers"][0], {**state["_schedulers"][1], "gamma": -1}],
+        },
+        V,
+        "ExponentialLR.load_state_dict: invalid gamma=-1",
+    ),
+    "Warmup method": (
+        lambda o: U.WarmupLR(U.ExponentialLR(o, 0.9)),
+        _edit(warmup_method="cosine"),
+        V,
+        "WarmupLR.load_state_dict: invalid warmup_method='cosine'",
+    ),
+    "not a dict": (lambda o: U.StepLR(o, 3), lambda state: [1, 2], T, "expected a state dict"),
+}
+
+
+@pytest.mark.parametrize("case", LOAD_CASES)
+def test_load_state_dict_refuses_a_bad_state_and_changes_nothing(case):
+    make, edit, error, fragment = LOAD_CASES[case]
+    opt, sched = _stepped(make)
+    groups = copy.deepcopy(opt.param_groups)
+    snap = _snapshot(sched)
+    subs = [_snapshot(s) for s in getattr(sched, "_schedulers", [])]
+    bad = edit(sched.state_dict())
+    with pytest.raises(error) as info:
+        sched.load_state_dict(bad)
+    assert fragment in str(info.value), str(info.value)
+    _assert_unchanged(sched, snap)
+    for sub, sub_snap in zip(getattr(sched, "_schedulers", []), subs, strict=True):
+        _assert_unchanged(sub, sub_snap)
+    assert opt.param_groups == groups
+    # and it goes on exactly as a twin that was never asked to load
+    _, twin = _stepped(make)
+    for _ in range(3):
+        _step(sched)
+        _step(twin)
+        assert sched.get_last_lr() == twin.get_last_lr()
+
+
+SCHEDULERS = {
+    "StepLR": lambda o: U.StepLR(o, 3, 0.5),
+    "MultiStepLR": lambda o: U.MultiStepLR(o, [2, 6], 0.5),
+    "ConstantLR": lambda o: U.ConstantLR(o, 0.5, 3),
+    "LinearLR": lambda o: U.LinearLR(o, 0.2, 1.0, 5),
+    "PolynomialLR": lambda o: U.PolynomialLR(o, 6, 1e-3, 2.0, True),
+    "CosineAnnealingLR": lambda o: U.CosineAnnealingLR(o, 10, 1e-3),
+    "CosineAnnealingWarmRestarts": lambda o: U.CosineAnnealingWarmRestarts(o, 3, 2),
+    "PiecewiseDecay": lambda o: U.PiecewiseDecay(o, [2, 4], [0.3, 0.2, 0.1]),
+    "NoamDecay": lambda o: U.NoamDecay(o, 64, 4),
+    "OneCycleLR": lambda o: U.OneCycleLR(o, [1.0, 0.1], 20),
+    "CyclicLR": lambda o: U.CyclicLR(o, 0.01, 0.1, 3, mode="exp_range", gamma=0.9),
+    "WarmupLR": lambda o: U.WarmupLR(U.ExponentialLR(o, 0.9), 0.1, 3),
+    "SequentialLR": lambda o: U.SequentialLR(o, [U.ConstantLR(o), U.StepLR(o, 2)], [3]),
+    "ReduceLROnPlateau": lambda o: U.ReduceLROnPlateau(o, patience=1, cooldown=2),
+}
+JUNK = [-7, -1, 0, 1, 3, 2.5, 1e300, "x", None, NAN, INF, -INF, True, [], [0.5], [1, 2], {}]
+
+
+@pytest.mark.skipif(st is None, reason="needs hypothesis")
+def test_property_any_load_is_refused_unchanged_or_runs_cleanly():
+    """Replace one entry of a saved state by junk: the load is refused (ValueError or
+    TypeError) and nothing changed, or it is accepted and the scheduler then steps with
+    finite rates >= 0 (nothing fails later, nothing silently wrong)."""
+
+    @settings(derandomize=True, max_examples=150, deadline=None)
+    @given(data=st.data())
+    def check(data):
+        name = data.draw(st.sampled_from(sorted(SCHEDULERS)), label="scheduler")
+        steps = data.draw(st.integers(0, 5), label="steps")
+        opt, sched = _stepped(SCHEDULERS[name], steps=steps)
+        state = sched.state_dict()
+        key = data.draw(st.sampled_from(sorted(state)), label="key")
+        junk = data.draw(st.sampled_from(JUNK), label="junk")
+        state[key] = junk
+        snap, groups = _snapshot(sched), copy.deepcopy(opt.param_groups)
+        try:
+            sched.load_state_dict(state)
+        except (ValueError, TypeError):
+            _assert_unchanged(sched, snap)
+            assert opt.param_groups == groups
+            return
+        for _ in range(3):
+            if isinstance(sched, U.OneCycleLR) and sched.last_step >= sched.total_steps:
+                with pytest.raises(ValueError, match="total steps"):
+                    sched.step()
+                return
+            _step(sched)
+            lrs = sched.get_last_lr()
+            assert all(math.isfinite(lr) and lr >= 0 for lr in lrs), (key, junk, lrs)
+
+    check()
+
+
+def test_a_good_state_still_loads_and_normalizes():
+    opt, sched = _stepped(lambda o: U.CosineAnnealingLR(o, 10, 0.001))
+    state = sched.state_dict()
+    fresh = U.CosineAnnealingLR(FakeOpt(), 20)
+    fresh.load_state_dict({**state, "T_max": 10.0})  # an integral float, as the ctor takes
+    assert fresh.T_max == 10 and type(fresh.T_max) is int
+    assert fresh.state_dict() == state
 
 
 def test_composites_check_their_schedulers():
@@ -517,3 +861,13 @@ def test_composites_check_their_schedulers():
         U.ChainedScheduler([a, U.ReduceLROnPlateau(opt)])
     with pytest.raises(ValueError, match="non-empty"):
         U.ChainedScheduler([], optimizer=opt)
+    with pytest.raises(TypeError, match=r"SequentialLR: schedulers\[1\] must be an LRScheduler"):
+        U.SequentialLR(opt, [a, object()], milestones=[3])
+    with pytest.raises(ValueError, match=r"SequentialLR: invalid interval_rescaling=\[True, F"):
+        U.SequentialLR(opt, [a, b], milestones=[3], interval_rescaling=[True, False])
+    with pytest.raises(TypeError, match="SequentialLR: interval_rescaling must be a bool"):
+        U.SequentialLR(opt, [a, b], milestones=[3], interval_rescaling="yes")
+    with pytest.raises(ValueError, match=r"SequentialLR: invalid milestones\[0\]=-1"):
+        U.SequentialLR(opt, [a, b], milestones=[-1])
+    with pytest.raises(TypeError, match="ChainedScheduler: verbose must be a bool"):
+        U.ChainedScheduler([a, b], verbose=1)

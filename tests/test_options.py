@@ -177,13 +177,13 @@ def test_dynamic_loss_scale_skips_non_finite_steps_bitwise(backend):
         "b": to_backend(backend, np.full(3, 512.0)),
     }
     opt.step(good)
-    before = ([to_numpy(x).copy() for x in opt.params.values()], opt.state_dict())
+    before = ([to_numpy(x).copy() for x in opt.params.values()], opt.portable_state_dict())
     bad = {**good, "b": to_backend(backend, np.array([1.0, np.inf, 1.0]))}
     opt.step(bad)
     assert opt.last_step_skipped and scale.scale == 512.0
     for a, b in zip(opt.params.values(), before[0]):
         assert np.array_equal(to_numpy(a), b)
-    after = opt.state_dict()
+    after = opt.portable_state_dict()
     assert after["step_count"] == before[1]["step_count"]
     for name, entry in before[1]["state"].items():
         for k, v in entry.items():
@@ -231,7 +231,7 @@ def test_option_errors():
         uniopt.SGD([{"params": x, "grad_centralization": "yes"}])
     with pytest.raises(TypeError, match="lr_ratio must be callable"):
         uniopt.AdamW(x, lr_ratio=0.5)
-    with pytest.raises(TypeError, match="optimizer options are for the stateful face"):
+    with pytest.raises(TypeError, match="belong to the stateful face"):
         uniopt.adamw(grad_clip=uniopt.ClipGradByNorm(1.0))
 
 

@@ -92,7 +92,7 @@ def test_torch_adamw_run_continues_in_uniopt_on_jax_like_torch(tmp_path):
             o.step()
 
     converted = uniopt.port.from_torch(torch_opt)
-    assert converted.algorithm == "adamw" and converted.state_dict()["step_count"] == 50
+    assert converted.algorithm == "adamw" and converted.portable_state_dict()["step_count"] == 50
     uniopt.save(converted, tmp_path / "adamw.safetensors")
     params = {n: jnp.asarray(p.detach().numpy()) for n, p in ported.named_parameters()}
     opt = uniopt.AdamW(params)  # hyperparameters come from the file
@@ -173,7 +173,7 @@ def test_param_groups_names_and_extra_keys_travel():
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.01]
     assert opt.param_groups[1]["betas"] == (0.5, 0.9) and opt.param_groups[1]["weight_decay"] == 0.5
     assert opt.param_groups[0]["initial_lr"] == 0.1 and opt.param_groups[0]["amsgrad"] is True
-    state = opt.state_dict()["state"]
+    state = opt.portable_state_dict()["state"]
     np.testing.assert_array_equal(
         state["1.weight"]["max_exp_avg_sq"],
         torch_opt.state[model[1].weight]["max_exp_avg_sq"].numpy(),
@@ -203,7 +203,7 @@ def test_bfloat16_state_crosses_bit_exactly():
     params["w"].grad = torch.randn(5, dtype=torch.bfloat16)
     torch_opt.step()
     opt = uniopt.port.from_torch(torch_opt)
-    saved = opt.state_dict()["state"]["w"]
+    saved = opt.portable_state_dict()["state"]["w"]
     assert saved["exp_avg"].dtype == ml_dtypes.bfloat16
     expected = torch_opt.state[params["w"]]["exp_avg"].view(torch.int16).numpy()
     np.testing.assert_array_equal(saved["exp_avg"].view(np.int16), expected)
@@ -304,7 +304,7 @@ def test_optax_injected_hyperparameters_and_schedules(optax):
     opt = uniopt.port.from_optax(state, {n: np.array(p) for n, p in params.items()})
     group = opt.param_groups[0]
     assert (group["lr"], group["betas"], group["weight_decay"]) == (0.02, (0.8, 0.999), 0.3)
-    assert opt.state_dict()["step_count"] == 2
+    assert opt.portable_state_dict()["step_count"] == 2
     # a uniopt schedule travels to optax, with the count
     schedule = uniopt.schedules.cosine_annealing(0.1, 10)
     sgd = uniopt.SGD({n: x.copy() for n, x in zip(NAMES, PROBLEM.init)}, lr=schedule, momentum=0.9)
@@ -372,7 +372,7 @@ def test_from_paddle_continues_the_recorded_paddle_run(case):
     assert opt.algorithm == {"momentum": "sgd"}.get(case["algorithm"], case["algorithm"])
     assert opt.flavor == "paddle"
     powers = any("pow_acc" in k for k in sd)
-    assert opt.state_dict()["step_count"] == (FIXTURE["split"] if powers else 1)
+    assert opt.portable_state_dict()["step_count"] == (FIXTURE["split"] if powers else 1)
     for t in range(FIXTURE["split"], FIXTURE["steps"]):
         now = opt.params
         opt.step(
@@ -401,7 +401,7 @@ def test_from_paddle_names_and_errors():
     params = paddle_params(case, "params_split")
     opt = uniopt.port.from_paddle(renamed, params, "AdamW", names=generated, **case["kwargs"])
     reference = uniopt.port.from_paddle(sd, params, "AdamW", **case["kwargs"])
-    assert str(opt.state_dict()) == str(reference.state_dict())
+    assert str(opt.portable_state_dict()) == str(reference.state_dict())
     with pytest.raises(ValueError, match="matches no parameter"):
         uniopt.port.from_paddle(renamed, params, "AdamW", **case["kwargs"])
     with pytest.raises(ValueError, match="not a whole power"):

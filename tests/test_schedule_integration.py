@@ -81,3 +81,41 @@ def test_scheduler_and_optimizer_saved_mid_run_resume_the_same_sequence(backend)
     assert resumed == straight
     for a, b in zip(params(second), params(opt)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_list_learning_rate_refuses_steps_it_cannot_index():
+    """A list of rates (MindSpore's dynamic learning rate) is looked up by step: a
+    negative or fractional step was silently read from the end of the list (issue 15)."""
+    from uniopt.lr import learning_rate
+
+    lr = learning_rate("SGD", "lr", [0.3, 0.2, 0.1])
+    assert [lr(t) for t in (0, 1, 2, 7)] == [0.3, 0.2, 0.1, 0.1]
+    assert lr(np.asarray(1)) == lr(np.int64(1)) == 0.2
+    for step in (-1, -3, 2.5, float("inf")):
+        with pytest.raises(ValueError, match=r"^SGD: invalid step="):
+            lr(step)
+    with pytest.raises(TypeError, match="^SGD: step must be an int, not bool"):
+        lr(True)
+
+
+def test_a_scheduler_state_that_fails_to_load_leaves_training_as_it_was():
+    """Through an optimizer: a corrupt scheduler state (T_max=0) is refused before it
+    changes the scheduler, so the rates of the next steps are those of the run."""
+    opt = uniopt.SGD([np.zeros(2)], lr=0.1)
+    sched = uniopt.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    twin_opt = uniopt.SGD([np.zeros(2)], lr=0.1)
+    twin = uniopt.lr_scheduler.CosineAnnealingLR(twin_opt, T_max=10)
+    for _ in range(3):
+        opt.step([np.ones(2)])
+        sched.step()
+        twin_opt.step([np.ones(2)])
+        twin.step()
+    state = sched.state_dict()
+    with pytest.raises(ValueError, match=r"CosineAnnealingLR.load_state_dict: invalid T_max=0"):
+        sched.load_state_dict({**state, "T_max": 0})
+    for _ in range(3):
+        opt.step([np.ones(2)])
+        sched.step()
+        twin_opt.step([np.ones(2)])
+        twin.step()
+        assert opt.param_groups[0]["lr"] == twin_opt.param_groups[0]["lr"]

@@ -117,6 +117,20 @@ class Adapter:
         xp = self.namespace(like)
         return xp.asarray(a, dtype=like.dtype, device=array_api_compat.device(like), copy=True)
 
+    def as_real(self, x: Any) -> Any:
+        """Complex ``x`` as real pairs: shape ``x.shape + (2,)``, ``[..., 0]`` the real and
+        ``[..., 1]`` the imaginary parts. A view of ``x``'s memory where the library has
+        one (writing it writes ``x``); here, with the standard alone, a new array."""
+        xp = self.namespace(x)
+        return xp.stack([xp.real(x), xp.imag(x)], axis=-1)
+
+    def from_real(self, r: Any) -> Any:
+        """The complex array whose real pairs (last axis) are ``r``: the inverse of
+        :meth:`as_real` (here ``re + im * 1j``, exact for finite values)."""
+        xp = self.namespace(r)
+        dtype = xp.complex128 if r.dtype == xp.float64 else xp.complex64
+        return xp.astype(r[..., 0], dtype) + xp.astype(r[..., 1], dtype) * 1j
+
     def no_grad(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
@@ -137,11 +151,18 @@ class Adapter:
         dtype, so changing values never recompile)."""
         return value
 
-    def bind(self, params: list[Any]) -> Any:
+    def bind(self, params: list[Any], previous: Any = None) -> Any:
         """The one flat buffer whose consecutive slices the parameters are: made so
         where the library can re-point a parameter's storage (torch), found where the
-        arrays already are so (NumPy arrays carved from one buffer), else None."""
+        arrays already are so (NumPy arrays carved from one buffer), else None.
+        ``previous`` is the buffer they were bound to before (being re-bound)."""
         return None
+
+    def shares_storage(self, p: Any) -> bool:
+        """Whether parameter ``p``'s memory may be seen through another tensor (tied
+        weights, a view kept elsewhere), where the library could re-point it (torch):
+        such a parameter is updated where it lies, in a segment of its own."""
+        return False
 
     def is_view_of(self, p: Any, flat: Any, offset: int) -> bool:
         """Whether parameter ``p`` still lives at ``flat[offset:]``."""

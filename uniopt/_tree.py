@@ -14,9 +14,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from uniopt._adapter import is_array
-from uniopt.flat import Flat
 
 Rebuild = Callable[[list], Any]
+#: containers whose ``arrays`` are their leaves and ``like(arrays)`` rebuilds them:
+#: :class:`uniopt.flat.Flat` registers itself here (so this module imports no other)
+HOLDERS: list[type] = []
 
 
 def _is_leaf(x: Any) -> bool:
@@ -44,7 +46,7 @@ def flatten(tree: Any, prefix: str = "") -> tuple[list[str], list[Any], Rebuild]
             return _names(parts), _leaves(parts), lambda ls: kind(*_rebuild_parts(parts, ls))
         kind = type(tree)
         return _names(parts), _leaves(parts), lambda ls: kind(_rebuild_parts(parts, ls))
-    if isinstance(tree, Flat):  # its segments' arrays are the leaves
+    if isinstance(tree, tuple(HOLDERS)):  # a Flat: its segments' arrays are the leaves
         names = [_join(prefix, f"segment{i}") for i in range(len(tree.arrays))]
         return names, list(tree.arrays), tree.like
     if "jax" in sys.modules:

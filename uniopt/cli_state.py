@@ -18,7 +18,13 @@ be inferred from the keys (Adam and AdamW are told apart by torch's
 separated, in torch's order), else from the groups' ``param_names``, else positions.
 ``--key optimizer`` picks the optimizer entry of a checkpoint dict. Given a uniopt file
 as input, ``convert`` writes the torch ``state_dict`` instead
-(:func:`uniopt.port.to_torch_state_dict`).
+(:func:`uniopt.port.to_torch_state_dict`). Either output is written atomically, as
+:func:`uniopt.save` writes (:func:`uniopt.io.atomic_write`).
+
+Bad paths (a missing or unreadable input, an output that is a directory or in a missing
+directory) and bad inputs (neither a uniopt state file nor a ``torch.save`` file, a
+corrupted file, no optimizer state in it) are one-line errors with exit code 2, as
+argparse's own; no traceback.
 
 :func:`register` adds both subcommands to an ``argparse`` subparsers object.
 """
@@ -91,9 +97,14 @@ def describe(path: str) -> str:
         f"{path}: uniopt state file (format {header.metadata.get('uniopt.version')}), "
         f"{info.get('kind', '?')}, {len(header.entries)} arrays, {_size(size)}"
     ]
-    parts = {tuple(p.get("path", [])): p for p in info.get("parts", []) if isinstance(p, dict)}
+    parts = {_hashable(p.get("path", [])): p for p in info.get("parts", [])}
     _describe(content, (), parts, lines, "")
     return "\n".join(lines)
+
+
+def _hashable(path: Any) -> Any:
+    """A part's path (JSON: lists for tuples) as the tuple of keys the content has."""
+    return tuple(_hashable(k) for k in path) if isinstance(path, list) else path
 
 
 def _describe(node: Any, path: tuple, parts: Mapping, lines: list[str], indent: str) -> None:
@@ -121,8 +132,8 @@ def _describe(node: Any, path: tuple, parts: Mapping, lines: list[str], indent: 
     lines.append(f"{indent}value{where}: {_short(node)}")
 
 
-def _has_optimizer(node: Mapping) -> bool:
-    return node.get("format") == OPTIMIZER_FORMAT
+def _has_optimizer(node: Any) -> bool:
+    return isinstance(node, Mapping) and node.get("format") == OPTIMIZER_FORMAT
 
 
 def _optimizer(
@@ -133,20 +144,26 @@ def _optimizer(
         f"{indent}optimizer{where}: {cls}, algorithm {sd.get('algorithm')}, "
         f"flavor {sd.get('flavor')}, step {sd.get('step_count')}"
     )
-    table = {row[0]: row for row in part.get("parameters", []) if isinstance(row, list)}
+    # the file's own data: anything may be malformed, nothing may raise
+    table = {
+        row[0]: row
+        for row in _list(part.get("parameters"))
+        if isinstance(row, list) and len(row) >= 3 and isinstance(row[0], str)
+    }
     state = sd.get("state") if isinstance(sd.get("state"), Mapping) else {}
-    for i, group in enumerate(sd.get("param_groups") or []):
+    for i, group in enumerate(_list(sd.get("param_groups"))):
         if not isinstance(group, Mapping):
             continue
-        names = list(group.get("params") or [])
+        names = _list(group.get("params"))
         hp = {k: v for k, v in group.items() if k != "params"}
         lines.append(f"{indent}  group {i} ({len(names)} parameters): {_kv(hp)}")
         rows = [("name", "shape", "dtype", "step", "state")]
         for name in names:
-            entry = state.get(name) if isinstance(state, Mapping) else None
+            entry = state.get(name) if isinstance(name, str) else None
+            entry = entry if isinstance(entry, Mapping) else None
             slots = {k: v for k, v in (entry or {}).items() if k != "step"}
             shape, dtype = "?", "?"
-            if name in table:
+            if isinstance(name, str) and name in table:
                 shape, dtype = str(table[name][1]), str(table[name][2])
             elif slots:
                 first = next(iter(slots.values()))
@@ -161,14 +178,19 @@ def _optimizer(
     extra = {
         k: v
         for k, v in sd.items()
-        if k not in ("format", "version", "algorithm", "flavor", "step_count", "param_groups")
-        and k != "state"
+        if k not in ("format", "version", "algorithm", "flavor", "step_count", "state")
+        and not (k == "param_groups" and isinstance(v, list))
     }
     for k, v in extra.items():
         if isinstance(v, Mapping) and v.get("format") == OPTIMIZER_FORMAT:
             _describe(v, (*path, k), {}, lines, indent + "  ")
         else:
             lines.append(f"{indent}  {k}: {_short(v)}")
+
+
+def _list(x: Any) -> list:
+    """``x`` if it is a list, else an empty one (malformed entries are shown elsewhere)."""
+    return x if isinstance(x, list) else []
 
 
 def _short(v: Any, depth: int = 0) -> str:
@@ -203,10 +225,14 @@ def _size(n: int) -> str:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    """Handle ``convert IN OUT``."""
+    """Handle ``convert IN OUT``. Bad paths (a missing or unreadable input, an output
+    that is a directory or cannot be written) and bad inputs are one-line errors with
+    exit code 2, as argparse's own."""
     from uniopt import port
 
-    if _is_uniopt_file(args.input):
+    head = _head(args.input)
+    _check_output(args.output)
+    if _looks_like_safetensors(head):
         return _to_torch(args)
     try:
         import torch
@@ -219,16 +245,19 @@ def run_convert(args: argparse.Namespace) -> int:
         why = next(
             (ln for ln in lines if ln.startswith("WeightsUnpickler")), lines[0] if lines else ""
         )
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # neither zip nor pickle
+            _fail(
+                "convert",
+                f"{args.input} is neither a uniopt state file nor a torch.save file "
+                f"(torch.load(weights_only=True) says {type(error).__name__}: {why})",
+            )
         _fail(
             "convert",
             f"cannot read {args.input} with torch.load(weights_only=True), which loads "
             f"tensors and plain data only: {why}",
         )
     if args.key is not None:
-        if not isinstance(obj, Mapping) or args.key not in obj:
-            keys = sorted(map(str, obj)) if isinstance(obj, Mapping) else []
-            _fail("convert", f"{args.input} has no entry {args.key!r} (entries: {keys})")
-        obj = obj[args.key]
+        obj = _entry(obj, args.key, args.input)
     if not isinstance(obj, Mapping) or "param_groups" not in obj:
         hint = ""
         if isinstance(obj, Mapping):
@@ -241,6 +270,8 @@ def run_convert(args: argparse.Namespace) -> int:
         io.save(sd, args.output)
     except (ValueError, TypeError) as error:
         _fail("convert", str(error))
+    except OSError as error:
+        _fail("convert", _cannot_write(args.output, error))
     n = sum(len(g["params"]) for g in sd["param_groups"])
     print(
         f"wrote {args.output}: {sd['algorithm']}, {n} parameters, "
@@ -249,12 +280,47 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_uniopt_file(path: str) -> bool:
+def _optimizer_keys(obj: Any) -> list:
+    """The keys of a checkpoint dict that hold uniopt optimizer states."""
+    return [k for k, v in obj.items() if _has_optimizer(v)] if isinstance(obj, Mapping) else []
+
+
+def _entry(obj: Any, key: str, path: str) -> Any:
+    """``obj[key]`` of a checkpoint dict read from ``path``, or a clean error."""
+    if not isinstance(obj, Mapping) or key not in obj:
+        keys = sorted(map(str, obj)) if isinstance(obj, Mapping) else []
+        _fail("convert", f"{path} has no entry {key!r} (entries: {keys})")
+    return obj[key]
+
+
+def _head(path: str) -> bytes:
+    """The first 9 bytes of the input file, or a clean error if it cannot be read."""
     try:
-        header = io.read_header(path)
-    except io.StateFileError:
-        return False
-    return header.metadata.get("uniopt.format") == io.FILE_FORMAT
+        with open(path, "rb") as f:
+            return f.read(9)
+    except OSError as error:
+        _fail("convert", f"cannot read {path}: {error.strerror or error}")
+    return b""  # pragma: no cover - _fail exits
+
+
+def _check_output(path: str) -> None:
+    """Refuse an output path that cannot be a file, before any work is done."""
+    if os.path.isdir(path):
+        _fail("convert", f"the output {path} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        _fail("convert", f"cannot write {path}: no directory {parent}")
+
+
+def _cannot_write(path: str, error: OSError) -> str:
+    return f"cannot write {path}: {error.strerror or error}"
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    """Whether a file starts like a safetensors file (a length, then ``{``): such files go
+    to the uniopt reader, whose errors say what is wrong (not uniopt, corrupted, newer);
+    anything else is a ``torch.save`` candidate (a zip archive or a pickle)."""
+    return len(head) == 9 and head[8:9] == b"{"
 
 
 def _to_torch(args: argparse.Namespace) -> int:
@@ -267,16 +333,17 @@ def _to_torch(args: argparse.Namespace) -> int:
     try:
         obj = io.load(args.input)
         if args.key is not None:
-            obj = obj[args.key]
+            obj = _entry(obj, args.key, args.input)
+        if not _has_optimizer(obj):
+            found = _optimizer_keys(obj)
+            hint = f"; pass --key {found[0]}" if found else ""
+            _fail("convert", f"{args.input} does not hold a uniopt optimizer state{hint}")
         tsd = port.to_torch_state_dict(obj)
     except (io.StateFileError, ValueError, TypeError, KeyError) as error:
         _fail("convert", str(error))
-    tmp = f"{args.output}.tmp{os.getpid()}"
     try:
-        torch.save(tsd, tmp)
-        os.replace(tmp, args.output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        io.atomic_write(args.output, lambda f: torch.save(tsd, f))
+    except OSError as error:
+        _fail("convert", _cannot_write(args.output, error))
     print(f"wrote {args.output}: torch.optim state_dict ({obj['algorithm']})")
     return 0

@@ -81,7 +81,7 @@ def full_state_dict(opt: Any) -> dict[str, Any]:
         adapter = _sharded(params[name])
         return local if adapter is None else adapter.full_from_local(local, params[name])
 
-    return _map_arrays(opt.state_dict(), gather)
+    return _map_arrays(opt.portable_state_dict(), gather)
 
 
 def load_full_state_dict(opt: Any, state_dict: Mapping[str, Any]) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import array_api_compat
 
+from uniopt import _tree
 from uniopt._adapter import adapter_for
 from uniopt.engine.layout import Layout
 
@@ -79,6 +80,9 @@ class Flat:
         return f"Flat({rows} tensors in {len(sizes)} segment(s) of {sizes} elements)"
 
 
+_tree.HOLDERS.append(Flat)
+
+
 def segments(leaves: list[Any]) -> list[list[int]]:
     """Leaf indices per segment: same backend and dtype, segments in order of first
     appearance. Within a segment, tensors of equal size lie together (sizes in order of
@@ -99,8 +103,6 @@ def flatten(params: Any) -> Flat:
     (backend, dtype) segment, the tensors laid end to end as :func:`segments` orders
     them (equal-sized tensors together); :meth:`Flat.unflatten` gives the structure
     back."""
-    from uniopt import _tree  # which knows Flat
-
     names, leaves, rebuild = _tree.flatten(params)
     for name, x in zip(names, leaves):
         if x is None:

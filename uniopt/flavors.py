@@ -17,6 +17,37 @@ import numpy as np
 
 FLAVORS = ("torch", "optax", "keras", "paddle", "mindspore", "oneflow")
 
+#: ``complex_mode="real_pairs"`` (torch, and no flavor): a complex parameter is
+#: optimized as the real parameter of its ``(re, im)`` pairs, as torch.optim's
+#: ``view_as_real`` does (parameters, gradients and every state slot viewed as real)
+REAL_PAIRS = "real_pairs"
+#: ``complex_mode="conjugate"`` (optax): first moments stay complex, second moments
+#: are of :math:`|g|^2 = \operatorname{Re}(\bar g g)`, as optax's ``abs_sq``
+CONJUGATE = "conjugate"
+#: the values of ``complex_mode``
+COMPLEX_MODES = (REAL_PAIRS, CONJUGATE, None)
+#: the preset of a flavor whose framework takes no complex parameters:
+#: ``complex_mode=None`` refuses them (a TypeError when the optimizer, or the
+#: transform's state, is built)
+NO_COMPLEX = {"complex_mode": None}
+#: why each such flavor refuses them
+COMPLEX_REFUSALS = {
+    "keras": (
+        "Keras optimizers apply their real formulas to complex variables (the second "
+        "moment of g is g**2, not |g|**2, so the step is no descent direction), and "
+        "Keras documents no complex support"
+    ),
+    "paddle": (
+        "Paddle's optimizer kernels (sgd, momentum, adam, adamw, lamb, lars_momentum, "
+        "rmsprop, adagrad) are registered for real floating-point dtypes only"
+    ),
+    "mindspore": (
+        "MindSpore's optimizer primitives (ApplyMomentum, Adam, ApplyRMSProp, "
+        "ApplyAdagrad, ...) take real floating-point parameters only"
+    ),
+    "oneflow": "OneFlow's optimizer kernels are registered for real floating-point dtypes only",
+}
+
 
 class Default:
     """A signature default that a flavor preset may replace (shows as its value)."""

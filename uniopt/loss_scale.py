@@ -5,6 +5,11 @@ watches the gradients: a step whose gradients are not all finite is skipped
 (parameters and optimizer state stay bitwise as they were) and the scale is cut;
 after ``growth_interval`` finite steps in a row the scale grows. This is the policy of
 MindSpore's ``DynamicLossScaleManager`` and torch's ``GradScaler``.
+
+Finite means every gradient value is finite, as GradScaler's
+``_amp_foreach_non_finite_check_and_unscale_`` checks, never that a sum of their
+squares is: float16 gradients of 5.0 are finite however many there are
+(:func:`uniopt.gradients.grad_scale`, :func:`uniopt.norms.segment_finite`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from uniopt import validation as v
+
+#: the largest float32: GradScaler keeps its scale as a float32 tensor
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class DynamicLossScale:
@@ -53,13 +61,23 @@ class DynamicLossScale:
             return
         self.good_steps += 1
         if self.good_steps == self.growth_interval:
-            self.scale *= self.growth_factor
+            grown = self.scale * self.growth_factor
+            if grown <= FLOAT32_MAX:  # GradScaler: a float32 scale grows while it stays finite
+                self.scale = grown
             self.good_steps = 0
 
     def state_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "good_steps": self.good_steps}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load ``{"scale": float > 0, "good_steps": int >= 0}``; on anything else raise
+        ValueError naming the key and change nothing."""
+        if not isinstance(state, Mapping) or set(state) != {"scale", "good_steps"}:
+            found = sorted(state, key=str) if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(
+                "DynamicLossScale: a loss-scale state is a dict with the keys 'scale' and "
+                f"'good_steps', got {found}"
+            )
         scale = v.positive("DynamicLossScale", "scale", state["scale"])
         good = state["good_steps"]
         if isinstance(good, bool) or not isinstance(good, int) or good < 0:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from uniopt import validation
+from uniopt.schedules._backend import step_index
 
 
 class LRSequence:
@@ -41,8 +42,11 @@ class LRSequence:
         return len(self._values) > index
 
     def __call__(self, step: int) -> float:
-        self._fill(step)
-        return self._values[min(step, len(self._values) - 1)]
+        """The rate of step ``step``: a concrete whole number >= 0 (``ValueError``
+        naming the owner otherwise; a traced step is a ``TypeError``)."""
+        index = step_index(self._owner, step)
+        self._fill(index)
+        return self._values[min(index, len(self._values) - 1)]
 
     def __repr__(self) -> str:
         return f"LRSequence({self._values!r}{', ...' if self._source is not None else ''})"
@@ -60,7 +64,7 @@ def _scalar(value: Any) -> Any:
 
 def learning_rate(owner: str, name: str, value: Any) -> float | Callable[[int], Any]:
     """Validate a learning rate; numbers come back as floats, the rest as ``step -> lr``."""
-    value = _scalar(value)
+    value = _scalar(validation.one_element(value))  # torch takes lr as a 1-element tensor
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return validation.non_negative(owner, name, value)
     shape = getattr(value, "shape", None)

@@ -13,71 +13,37 @@ changes nothing, then runs the algorithm's rule over each segment.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
-import operator
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
-from uniopt import _tree, flavors, validation
+from uniopt import flavors, validation
 from uniopt import loss_scale as loss_scales
 from uniopt import lr as lr_forms
 from uniopt import params as params_forms
 from uniopt import state as state_forms
 from uniopt._adapter import Adapter, adapter_for, is_array
 from uniopt.custom import CustomOptimizerHelpers
+from uniopt.engine import pairs as complex_params
 from uniopt.engine.segment import Segment
 from uniopt.gradients import (
     GRAD_CLIPS,
-    ClipGradByGlobalNorm,
     ClipGradByNorm,
     ClipGradByValue,
     Lazy,
     Preprocessed,
+    clip_group,
+    grad_scale,
 )
+from uniopt.intake import GradientIntake
 from uniopt.rule import Rule
 
-
-def _selector(items: Any, default: bool) -> Callable[[str, Any], bool]:
-    """Membership test over parameters given as objects or names (None: ``default``)."""
-    if items is None:
-        return lambda name, p: default
-    items = list(items)
-    ids = {id(x) for x in items}
-    names = {x for x in items if isinstance(x, str)} | {
-        getattr(x, "name", None) for x in items if isinstance(getattr(x, "name", None), str)
-    }
-    return lambda name, p: id(p) in ids or name in names
-
-
-def _shard_sum_of_squares(segment: Segment, grads: list[Any]) -> float:
-    """The squared norm of a segment's gradients when they are local shards of tensors
-    split across processes (DTensor): local sums, summed over the processes that hold
-    the other shards (every process gets the same total)."""
-    xp, adapter = segment.xp, segment.adapter
-    local = [adapter.flat(g) for g in grads if g is not None]
-    if not local:
-        return 0.0
-    sums = xp.stack([xp.sum(x * x) for x in local])
-    reduce = segment.layout.all_reduce
-    return float(xp.sum(sums if reduce is None else reduce(sums)))
-
-
-def _shard_norm(g: Any, norm_type: float) -> float:
-    """The ``norm_type``-norm of a gradient split across processes (DTensor), from its
-    local shard: partial sums of ``|g|^p`` (or the maximum) over the shards."""
-    adapter = adapter_for(g)
-    local = adapter.flat(g)
-    xp = adapter.namespace(local)
-    reduce = adapter.shard_all_reduce([g]) or (lambda x, op="sum": x)
-    magnitudes = xp.abs(local)
-    if norm_type == math.inf:
-        padded = xp.concat([magnitudes, xp.zeros((1,), dtype=local.dtype, device=local.device)])
-        return float(reduce(xp.reshape(xp.max(padded), (1,)), "max")[0])
-    total = reduce(xp.reshape(xp.sum(magnitudes**norm_type), (1,)), "sum")
-    return float(total[0]) ** (1.0 / norm_type)
+#: adapters whose parameters make an optimizer a ``torch.optim.Optimizer``
+TORCH_ADAPTERS = ("torch", "dtensor")
 
 
 @dataclass(frozen=True)
@@ -87,7 +53,7 @@ class CustomRule(Rule):
     hyperparameters = {"lr": validation.non_negative, "weight_decay": validation.non_negative}
 
 
-class Optimizer(CustomOptimizerHelpers):
+class Optimizer(GradientIntake, CustomOptimizerHelpers):
     """Base of every stateful optimizer; subclasses set ``rule`` and a typed ``__init__``,
     or write ``construct(gradients)`` with the helpers of :mod:`uniopt.custom`.
 
@@ -142,8 +108,10 @@ class Optimizer(CustomOptimizerHelpers):
         self.flavor = flavor
         if "learning_rate" in defaults:  # MindSpore's and Paddle's name
             defaults["lr"] = defaults.pop("learning_rate")
-        if self.rule is CustomRule:
+        if self.rule is CustomRule:  # a custom optimizer's own hyperparameters
             defaults.setdefault("weight_decay", 0.0)
+        else:
+            validation.known_arguments(owner, defaults, self._argument_names())
         self.defaults = self._validated(defaults, flavor=flavor)
         self._custom_state: dict[str, list[Any]] = {}
         if grad_clip is not None and not isinstance(grad_clip, GRAD_CLIPS):
@@ -178,7 +146,7 @@ class Optimizer(CustomOptimizerHelpers):
         self._ids: set[int] = set()
         #: the gradients the last step was given and validated, when they may come back
         #: (mutable libraries: the same arrays next step need no second check)
-        self._seen: _Seen | None = None
+        self._seen = None
         self._step_count = 0
         self._last_lrs: list[Any] | None = None
         groups, self._rebuild = params_forms.as_groups(params)
@@ -188,6 +156,10 @@ class Optimizer(CustomOptimizerHelpers):
             raise ValueError(f"{self._owner}: got an empty parameter list")
         if orders:
             self.order_params = self._order(orders[0]["order_params"])
+        if any(s.adapter.name in TORCH_ADAPTERS for g in self._segments for s in g):
+            from uniopt.backends.torch_optim import adopt  # torch is imported already
+
+            adopt(self)  # a torch.optim.Optimizer from here on (principle 8)
 
     def _order(self, order_params: Any) -> list[str]:
         """MindSpore's ``order_params`` (parameters, or their names): the update order;
@@ -207,6 +179,17 @@ class Optimizer(CustomOptimizerHelpers):
         return names
 
     # ---- construction -------------------------------------------------------------
+
+    @classmethod
+    def _argument_names(cls) -> list[str]:
+        """The keyword arguments the algorithm takes besides the common options: those
+        its ``__init__`` names (a rule's internal fields are not arguments)."""
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return [
+            name
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.kind in kinds and name not in ("self", "params", "flavor")
+        ]
 
     @property
     def _owner(self) -> str:
@@ -245,7 +228,8 @@ class Optimizer(CustomOptimizerHelpers):
             seen_ids.add(id(p))
             taken.add(name)
         hp = {k: param_group.get(k, v) for k, v in self.defaults.items()}
-        group = {**param_group, **self._validated(hp, self._owner, self.flavor)}
+        group = {k: v for k, v in param_group.items() if k not in validation.TORCH_SWITCHES}
+        group.update(self._validated(hp, self._owner, self.flavor))
         group["params"], group["param_names"] = list(leaves), names
         group["grad_centralization"] = validation.flag(
             self._owner, "grad_centralization", group.get("grad_centralization", False)
@@ -256,6 +240,10 @@ class Optimizer(CustomOptimizerHelpers):
             if norm_type != float("inf"):
                 validation.positive(self._owner, "clip_grad_norm_type", norm_type)
         segments = self._plan(names, leaves)
+        # complex_mode=None (Keras, Paddle, MindSpore, OneFlow flavors): refused here
+        complex_params.refuse(
+            self._owner, self.rule.from_group(group), self.flavor, zip(names, leaves)
+        )
         if self.lazy_mode or group["grad_centralization"]:
             for segment in segments:
                 for name, p in zip(segment.names, segment.params):
@@ -275,7 +263,14 @@ class Optimizer(CustomOptimizerHelpers):
         adapters: dict[tuple, Adapter] = {}
         for i, (name, p) in enumerate(zip(names, leaves)):
             adapter = adapter_for(p)
+            shared = adapter.shares_storage(p)  # before ``data``, one more view, is made
             data = adapter.data(p)
+            kind = adapter.dtype_name(data)
+            if not kind.startswith(("float", "bfloat", "complex")):
+                raise TypeError(
+                    f"{self._owner}: parameter '{name}' has dtype {kind}; only floating-point "
+                    "and complex parameters can be optimized"
+                )
             if adapter.mutable and not adapter.contiguous(data):
                 raise ValueError(
                     f"{self._owner}: parameter '{name}' is not contiguous (or not writable); "
@@ -283,7 +278,9 @@ class Optimizer(CustomOptimizerHelpers):
                 )
             key = (adapter.name, adapter.device(data), adapter.dtype_name(data))
             key += (adapter.sharding(p),)  # DTensors: one segment per mesh and placements
-            if adapter.multi_device(data):  # sharded jax arrays: a segment each, state like it
+            # a segment each: sharded jax arrays (state placed like them), and tensors tied
+            # to others or viewed elsewhere (updated where they lie, never re-pointed)
+            if adapter.multi_device(data) or shared:
                 key += (i,)
             buckets.setdefault(key, []).append(i)
             adapters[key] = adapter
@@ -325,26 +322,34 @@ class Optimizer(CustomOptimizerHelpers):
         without it gradients are read from the parameters (torch ``.grad``). A ``None``
         gradient skips its parameter, as torch.optim does.
         """
+        if closure is None and callable(grads) and not is_array(grads):
+            grads, closure = None, grads  # torch's step(closure), positionally
         loss = None
         if closure is not None:
             with self._context("enable_grad"):
                 loss = closure()
+        # everything is validated before the first write: gradients, parameters, every
+        # group's learning rate; a step without any gradient changes nothing (torch)
         grads_by_segment = self._gradients(grads)
+        if not any(g is not None for gs in grads_by_segment for seg in gs for g in seg):
+            return loss
+        for segments in self._segments:
+            for segment in segments:
+                segment.check_params(self._owner)
+        lrs = self._step_lrs()
         grad_scale = self._grad_scale(grads_by_segment)
         self.last_step_skipped = grad_scale is None
         if grad_scale is None:  # non-finite gradients under dynamic loss scaling
             return loss
         if hasattr(self, "construct"):
             self._custom_step(self._by_name(grads_by_segment))
-            self._last_lrs = [lr_forms.lr_at(g["lr"], self._step_count) for g in self.param_groups]
+            self._last_lrs = lrs
             self._step_count += 1
             return loss
-        lrs = []
         with self._context("no_grad"):
-            for group, segments, group_grads in zip(
-                self.param_groups, self._segments, grads_by_segment
+            for group, segments, group_grads, lr in zip(
+                self.param_groups, self._segments, grads_by_segment, lrs
             ):
-                lr = lr_forms.lr_at(group["lr"], self._step_count)
                 rule = self._prepared_rule(group, grad_scale != 1.0)
                 hp = {**{k: group[k] for k in self.rule.hyperparameters}, "lr": lr}
                 scalars_at = partial(self._scalars, rule, hp, grad_scale)
@@ -353,10 +358,26 @@ class Optimizer(CustomOptimizerHelpers):
                     if not segment.adapter.mutable:  # the parameters were replaced
                         for position, p in zip(segment.positions, segment.params):
                             group["params"][position] = p
-                lrs.append(lr)
         self._step_count += 1
         self._last_lrs = lrs
         return loss
+
+    def _step_lrs(self) -> list[Any]:
+        """Every group's learning rate for this step, checked before anything is written:
+        a schedule that raises or gives a negative or non-finite value is an error naming
+        the group and the step."""
+        step, out = self._step_count, []
+        for i, group in enumerate(self.param_groups):
+            where = f"{self._owner}: learning rate of param group {i} at step {step}"
+            try:
+                lr = lr_forms.lr_at(group["lr"], step)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{where}: {error}") from error
+            value = lr if isinstance(lr, numbers.Real) else _concrete(lr)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{where} is {value!r}: it must be finite and >= 0")
+            out.append(lr)
+        return out
 
     def _prepared_rule(self, group: Mapping[str, Any], scaled: bool) -> Rule:
         """The group's rule, with gradient preprocessing fused in front when asked."""
@@ -374,37 +395,27 @@ class Optimizer(CustomOptimizerHelpers):
         self, rule: Rule, hp: Mapping[str, Any], grad_scale: float, step: int, profile: tuple
     ) -> dict[str, Any]:
         decayed, ratio = profile
+        tensor_lr = self.flavor == "torch" and isinstance(hp["lr"], validation.Float32)
         hp = {**hp, "lr": hp["lr"] * ratio}
         if not decayed:
             hp[self.rule.decay_key] = 0.0
         scalars = rule.scalars(hp, step)
+        if tensor_lr:
+            scalars = rule.float32_lr(scalars)
         if grad_scale != 1.0:
             scalars["grad_scale"] = grad_scale
         return scalars
 
     def _grad_scale(self, grads_by_segment: list[list[list[Any]]]) -> float | None:
         """The factor every gradient is multiplied by (loss scale, global-norm clip);
-        None when dynamic loss scaling finds non-finite gradients."""
-        scale = 1.0 / loss_scales.current(self.loss_scale)
-        dynamic = isinstance(self.loss_scale, loss_scales.DynamicLossScale)
-        if not dynamic and not isinstance(self.grad_clip, ClipGradByGlobalNorm):
-            return scale
-        total = 0.0
-        for segments, group_grads in zip(self._segments, grads_by_segment):
-            for segment, grads in zip(segments, group_grads):
-                xp = segment.xp
-                if segment.adapter.sharding(segment.params[0]) is not None:
-                    total += _shard_sum_of_squares(segment, grads)
-                    continue
-                total += sum(float(xp.sum(g * g)) for g in grads if g is not None)
-        if dynamic:
-            finite = math.isfinite(total)
-            self.loss_scale.update(finite)
-            if not finite:
-                return None
-        if isinstance(self.grad_clip, ClipGradByGlobalNorm):
-            scale *= self.grad_clip.factor(math.sqrt(total) * scale)
-        return scale
+        None when dynamic loss scaling finds non-finite gradients (reductions in at least
+        float32: :func:`uniopt.gradients.grad_scale`)."""
+        by_segment = [
+            (segment, grads)
+            for segments, group_grads in zip(self._segments, grads_by_segment)
+            for segment, grads in zip(segments, group_grads)
+        ]
+        return grad_scale(self.loss_scale, self.grad_clip, by_segment)
 
     def _context(self, kind: str) -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
@@ -412,137 +423,6 @@ class Optimizer(CustomOptimizerHelpers):
         for adapter in adapters.values():
             stack.enter_context(getattr(adapter, kind)())
         return stack
-
-    def _gradients(self, grads: Any) -> list[list[list[Any]]]:
-        """Every gradient per group and segment (in segment-table order), validated
-        before anything changes; while the same arrays come back they are not matched
-        to names or checked again (:class:`_Seen`)."""
-        given = self._given(grads)
-        seen = self._seen
-        if seen is not None and given is not None and seen.holds(*given, len(self._segments)):
-            return seen.sorted(given[1])
-        found = self._collect(grads)
-        self._seen = None
-        mutable = all(s.adapter.mutable for segments in self._segments for s in segments)
-        if given is not None and mutable:
-            names, arrays = given
-            if all(found.get(n, found) is g for n, g in zip(names, arrays)):  # by name
-                with contextlib.suppress(TypeError):  # arrays that take no weak reference
-                    self._seen = _Seen(names, arrays, self._segments)
-        return self._by_segment(found)
-
-    def _by_name(self, grads_by_segment: list[list[list[Any]]]) -> dict[str, Any]:
-        """The gradients per group and segment by parameter name."""
-        return {
-            name: g
-            for segments, group in zip(self._segments, grads_by_segment)
-            for segment, grads in zip(segments, group)
-            for name, g in zip(segment.names, grads)
-        }
-
-    def _names(self) -> list[str]:
-        """Every parameter's name, in parameter order."""
-        return [n for g in self.param_groups for n in g["param_names"]]
-
-    def _given(self, grads: Any) -> tuple[list[str], list[Any]] | None:
-        """``(names, gradients)`` as two lists, when ``grads`` is a list (in parameter
-        order), a mapping by name, or None (the parameters' own ``.grad``); else None."""
-        if grads is None:
-            segments = [s for group in self._segments for s in group]
-            return [n for s in segments for n in s.names], [
-                s.adapter.get_grad(p) if s.adapter.grads_on_params else None
-                for s in segments
-                for p in s.params
-            ]
-        if isinstance(grads, Mapping):
-            return list(grads), list(grads.values())
-        return (self._names(), list(grads)) if isinstance(grads, (list, tuple)) else None
-
-    def _collect(self, grads: Any) -> dict[str, Any]:
-        """Every gradient by parameter name, validated before anything changes."""
-        if grads is None:
-            found = {}
-            for group in self.param_groups:
-                for name, p in zip(group["param_names"], group["params"]):
-                    adapter = adapter_for(p)
-                    if not adapter.grads_on_params:
-                        raise TypeError(
-                            f"{self._owner}: step() needs gradients for {adapter.name} "
-                            f"parameters (parameter '{name}'): call step(grads)"
-                        )
-                    found[name] = adapter.get_grad(p)
-        else:
-            found = self._match(grads)
-        for segments in self._segments:
-            for segment in segments:
-                for name, p in zip(segment.names, segment.params):
-                    if found[name] is not None:
-                        self._check_grad(segment, name, p, found[name])
-        return found
-
-    def _by_segment(self, found: Mapping[str, Any]) -> list[list[list[Any]]]:
-        """The gradients per group and segment, in segment-table order."""
-        return [[[found[n] for n in s.names] for s in segments] for segments in self._segments]
-
-    def _match(self, grads: Any) -> dict[str, Any]:
-        """Map user gradients to parameter names: by name, else by position."""
-        names = self._names()
-        if isinstance(grads, Mapping) and set(grads) == set(names):
-            return dict(grads)
-        if (  # the common case, checked first: a flat list in parameter order
-            isinstance(grads, (list, tuple))
-            and len(grads) == len(names)
-            and _all_arrays_or_none(grads)
-        ):
-            return dict(zip(names, grads))
-        if params_forms.is_group_list(grads):
-            grads = [g["params"] for g in grads]
-        if (
-            isinstance(grads, (list, tuple))
-            and grads
-            and all(params_forms._is_pair(x) for x in grads)
-        ):
-            grads = dict(grads)
-        given_names, leaves, _ = _tree.flatten(grads)
-        if set(given_names) == set(names):
-            return dict(zip(given_names, leaves))
-        if len(leaves) == len(names) and not isinstance(grads, Mapping):
-            return dict(zip(names, leaves))
-        missing = sorted(set(names) - set(given_names))
-        raise ValueError(
-            f"{self._owner}: grads do not mirror the parameters: expected {len(names)} "
-            f"gradients, got {len(leaves)}; missing gradients for {missing[:10]}"
-        )
-
-    def _check_grad(self, segment: Segment, name: str, p: Any, g: Any) -> None:
-        try:
-            adapter = adapter_for(g)
-        except TypeError:
-            adapter = None
-        if adapter is not segment.adapter:
-            raise TypeError(
-                f"{self._owner}: gradient for parameter '{name}' is a {type(g).__name__}, "
-                f"expected a {segment.adapter.name} array like the parameter"
-            )
-        if adapter.sharding(g) != adapter.sharding(p):  # DTensors: never redistributed here
-            raise ValueError(
-                f"{self._owner}: gradient for parameter '{name}' is sharded as "
-                f"{adapter.sharding(g)}, expected {adapter.sharding(p)} like the parameter"
-            )
-        if g.shape == p.shape and g.dtype == p.dtype and adapter.same_device(g, p):
-            return
-        data = segment.adapter.data(p)
-        checks = (
-            ("shape", tuple(g.shape), tuple(data.shape)),
-            ("dtype", adapter.dtype_name(g), adapter.dtype_name(data)),
-            ("device", adapter.device(g), adapter.device(data)),
-        )
-        for what, got, expected in checks:
-            if got != expected:
-                raise ValueError(
-                    f"{self._owner}: gradient for parameter '{name}' has {what} {got}, "
-                    f"expected {expected}"
-                )
 
     # ---- gradients and learning rates ---------------------------------------------
 
@@ -566,29 +446,14 @@ class Optimizer(CustomOptimizerHelpers):
         for group in self.param_groups:
             if "clip_grad_max_norm" not in group:
                 continue
-            present = [n for n in group["param_names"] if found[n] is not None]
-            norm_type = float(group["clip_grad_norm_type"])
-            norms = []
-            for n in present:
-                if adapter_for(found[n]).sharding(found[n]) is not None:
-                    norms.append(_shard_norm(found[n], norm_type))
-                    continue
-                xp = adapter_for(found[n]).namespace(found[n])
-                norms.append(float(xp.linalg.vector_norm(found[n], ord=norm_type)))
-            if norm_type == math.inf:
-                total = max(norms, default=0.0)
-            else:
-                total = sum(x**norm_type for x in norms) ** (1.0 / norm_type)
-            coef = group["clip_grad_max_norm"] / (total + 1e-6)
-            if coef >= 1.0:
-                continue
-            for n in present:
+            max_norm, norm_type = group["clip_grad_max_norm"], group["clip_grad_norm_type"]
+            for n, clipped in clip_group(found, group["param_names"], max_norm, norm_type).items():
                 adapter = adapter_for(found[n])
                 if grads is None and adapter.mutable:
                     with adapter.no_grad():
-                        adapter.write(adapter.flat_view(found[n]), adapter.flat(found[n]) * coef)
+                        adapter.write(adapter.flat_view(found[n]), adapter.flat(clipped))
                 else:
-                    out[n] = found[n] * coef
+                    out[n] = clipped
         return None if grads is None else out
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -627,24 +492,6 @@ class Optimizer(CustomOptimizerHelpers):
         self.step(grads)
         return [], pairs
 
-    def _backward(
-        self, loss: Any, parameters: Any, no_grad_set: Any
-    ) -> tuple[dict[str, Any], list[tuple[Any, Any]]]:
-        """Backpropagate ``loss``; the gradients to apply by name, and the (param, grad)
-        pairs, restricted to ``parameters`` and without ``no_grad_set``."""
-        adapter_for(loss).backward(loss)
-        chosen = _selector(parameters, default=True)
-        excluded = _selector(no_grad_set, default=False)
-        grads, pairs = {}, []
-        for group in self.param_groups:
-            for name, p in zip(group["param_names"], group["params"]):
-                g = adapter_for(p).get_grad(p)
-                keep = g is not None and chosen(name, p) and not excluded(name, p)
-                grads[name] = g if keep else None
-                if keep:
-                    pairs.append((p, g))
-        return grads, pairs
-
     def get_lr(self) -> float | list[float]:
         """The learning rate the next step will use: one float, or one per group when
         groups differ."""
@@ -677,7 +524,14 @@ class Optimizer(CustomOptimizerHelpers):
         return self._rebuild([list(g["params"]) for g in self.param_groups])
 
     def state_dict(self) -> dict[str, Any]:
-        """State keyed by parameter name, as host numpy arrays and plain numbers."""
+        """The state: on NumPy, JAX and CuPy the portable form
+        (:meth:`portable_state_dict`); on torch, torch.optim's layout (see
+        :mod:`uniopt.backends.torch_optim`)."""
+        return state_forms.state_dict(self)
+
+    def portable_state_dict(self) -> dict[str, Any]:
+        """State keyed by parameter name, as host numpy arrays and plain numbers: the
+        form :func:`uniopt.save` writes and every backend loads."""
         return state_forms.state_dict(self)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -694,56 +548,10 @@ class Optimizer(CustomOptimizerHelpers):
         return "\n".join(lines + [")"])
 
 
-class _Seen:
-    """The gradients a step was given, as arrays of mutable libraries (NumPy, torch,
-    CuPy), which a training loop usually hands over again: the same objects under the
-    same names with the same shapes and dtypes need no second matching to names or
-    check (on 2000 tensors that bookkeeping cost 0.7 ms a step). Only weak references
-    to them are kept."""
-
-    def __init__(self, names: list[str], given: list[Any], segments: list[list[Segment]]):
-        at = {name: i for i, name in enumerate(names)}
-        self.names = names
-        #: per group and segment, where each of its gradients is in ``given``
-        self.order = [[[at[n] for n in s.names] for s in group] for group in segments]
-        #: ``given`` is already the one segment's gradients in its order
-        self.in_order = self.order == [[list(range(len(given)))]]
-        self.gaps = any(g is None for g in given)
-        self.refs = [None if g is None else weakref.ref(g) for g in given]
-        arrays = [g for g in given if g is not None]
-        self.shapes = list(map(_shape, arrays))
-        self.dtypes = list(map(_dtype, arrays))
-
-    def holds(self, names: list[str], given: list[Any], groups: int) -> bool:
-        """Whether ``given`` are the very arrays seen under ``names``, unchanged, with
-        the same groups. Dtypes are compared by identity: an array's dtype object stays
-        the same while its dtype does (a different one only costs a full check)."""
-        if groups != len(self.order) or names != self.names:
-            return False
-        if self.gaps:
-            seen = [None if ref is None else ref() for ref in self.refs]
-            given = [g for g, s in zip(given, seen) if g is s and g is not None]
-            if len(given) != len(self.shapes):
-                return False
-        elif not all(map(operator.is_, given, [ref() for ref in self.refs])):
-            return False
-        return all(map(operator.is_, map(_dtype, given), self.dtypes)) and (
-            list(map(_shape, given)) == self.shapes
-        )
-
-    def sorted(self, given: list[Any]) -> list[list[list[Any]]]:
-        """``given`` per group and segment."""
-        if self.in_order:
-            return [[given]]
-        return [[[given[i] for i in s] for s in group] for group in self.order]
-
-
-_shape = operator.attrgetter("shape")
-_dtype = operator.attrgetter("dtype")
-
-
-def _all_arrays_or_none(values: Sequence[Any]) -> bool:
-    """Every value is an array or None: checked once per type (a step's thousands of
-    gradients are usually of one or two types)."""
-    firsts = {type(x): x for x in values}
-    return all(x is None or is_array(x) for x in firsts.values())
+def _concrete(x: Any) -> float | None:
+    """A 0-d (or one-element) array's value as a float, or None where it has none yet
+    (traced)."""
+    try:
+        return float(x)
+    except Exception:  # tracers refuse concretization, each library its own way
+        return None

@@ -56,6 +56,12 @@ def as_groups(params: Any) -> tuple[list[dict[str, Any]], Callable[[list[list]],
     is_container = isinstance(params, (list, tuple, Mapping, str, bytes)) or is_array(params)
     if not is_container and isinstance(params, Iterable):
         params = list(params)  # a generator such as model.parameters()
+    if isinstance(params, (list, tuple)) and any(
+        isinstance(g, Mapping) and "params" in g for g in params
+    ):
+        for i, group in enumerate(params):
+            if not isinstance(group, Mapping) or "params" not in group:
+                raise TypeError(f"param group {i} must be a dict with a 'params' key")
     if is_group_list(params):
         groups, rebuilds, index = [], [], 0
         for group in params:

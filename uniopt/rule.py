@@ -84,6 +84,13 @@ class Rule:
         (a Python int, or a 0-d float array under tracing)."""
         raise NotImplementedError
 
+    def float32_lr(self, scalars: dict[str, Any]) -> dict[str, Any]:
+        """The scalars as torch forms them when its ``lr`` is a float32 tensor (with
+        ``flavor="torch"``): the products of the learning rate rounded to float32 where
+        torch computes them on that tensor. Rules whose scalars use ``lr`` only as given
+        need nothing."""
+        return scalars
+
     def update(
         self, xp: Any, p: Any, g: Any, state: Mapping[str, Any], s: Scalars, block: Block
     ) -> tuple[Any, dict[str, Any]]:

@@ -7,26 +7,27 @@ The dict holds host numpy arrays and plain Python values only::
      "state": {"fc.weight": {"step": 7, "exp_avg": ndarray, "exp_avg_sq": ndarray}, ...}}
 
 A parameter that has not been stepped has no entry. Loading matches by name, checks
-everything first and changes nothing unless all of it fits.
+everything first and changes nothing unless all of it fits. ``opt`` is a
+:class:`uniopt.Optimizer` (typed ``Any``: this module is imported by that one).
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from uniopt.optimizer import Optimizer
-
 FORMAT = "uniopt.optimizer"
 VERSION = 1
+#: the largest step count a state may hold: steps enter float64 arithmetic (beta
+#: powers, schedules), exact for integers up to 2**53
+MAX_STEP = 2**53
 _NOT_HYPERPARAMETERS = ("params", "param_names")
 
 
-def state_dict(opt: Optimizer) -> dict[str, Any]:
+def state_dict(opt: Any) -> dict[str, Any]:
     groups = []
     for group in opt.param_groups:
         saved = {k: v for k, v in group.items() if k not in _NOT_HYPERPARAMETERS}
@@ -59,7 +60,7 @@ def state_dict(opt: Optimizer) -> dict[str, Any]:
     }
 
 
-def load_state_dict(opt: Optimizer, sd: Mapping[str, Any]) -> None:
+def load_state_dict(opt: Any, sd: Mapping[str, Any]) -> None:
     owner = f"{type(opt).__name__}.load_state_dict"
     _check_header(owner, sd, opt.algorithm)
     saved_groups = sd["param_groups"]
@@ -86,7 +87,7 @@ def load_state_dict(opt: Optimizer, sd: Mapping[str, Any]) -> None:
         raise ValueError(f"{owner}: state does not match the optimizer: " + "; ".join(problems))
     built = [
         [
-            _build_segment(owner, segment, opt.rule.from_group(hp).slots(), sd["state"], problems)
+            _build_segment(owner, segment, _initial(opt, hp, segment), sd["state"], problems)
             for segment in segments
         ]
         for segments, hp in zip(opt._segments, new_hp)
@@ -106,9 +107,20 @@ def load_state_dict(opt: Optimizer, sd: Mapping[str, Any]) -> None:
     opt._step_count = int(sd["step_count"])
 
 
+def _initial(opt: Any, hp: Mapping[str, Any], segment: Any) -> dict[str, Any]:
+    """The initial value of each state slot of ``segment`` (complex state in real pairs
+    starts at ``complex(v, v)``, as the engine's)."""
+    from uniopt.engine import pairs
+
+    rule = opt.rule.from_group(hp)
+    return pairs.initial_values(rule, pairs.is_complex(segment.state_dtype), rule.slots())
+
+
 def _check_header(owner: str, sd: Any, algorithm: str) -> None:
     if not isinstance(sd, Mapping):
-        raise TypeError(f"{owner}: expected a dict from state_dict(), got {type(sd).__name__}")
+        raise TypeError(
+            f"{owner}: expected a state dict (from state_dict()), got {type(sd).__name__}"
+        )
     if sd.get("format") != FORMAT:
         raise ValueError(f"{owner}: not a uniopt optimizer state (format={sd.get('format')!r})")
     version = sd.get("version")
@@ -116,6 +128,8 @@ def _check_header(owner: str, sd: Any, algorithm: str) -> None:
         raise ValueError(
             f"{owner}: unsupported state version {version!r} (this uniopt reads up to {VERSION})"
         )
+    if "algorithm" not in sd:
+        raise ValueError(f"{owner}: malformed state: 'algorithm' is missing")
     if sd.get("algorithm") != algorithm:
         raise ValueError(f"{owner}: the state is for {sd.get('algorithm')!r}, not {algorithm!r}")
     for key, kind in (("param_groups", list), ("state", Mapping), ("step_count", numbers.Integral)):
@@ -123,6 +137,24 @@ def _check_header(owner: str, sd: Any, algorithm: str) -> None:
             raise ValueError(
                 f"{owner}: malformed state: '{key}' is missing or not a {kind.__name__}"
             )
+    problem = step_problem(sd["step_count"], first=0)
+    if problem:
+        raise ValueError(f"{owner}: malformed state: step_count {problem}")
+    for i, group in enumerate(sd["param_groups"]):
+        if not isinstance(group, Mapping) or not isinstance(group.get("params"), list):
+            raise ValueError(
+                f"{owner}: malformed state: param group {i} is not a dict with a 'params' list"
+            )
+
+
+def step_problem(step: Any, first: int = 1) -> str | None:
+    """Why ``step`` is not a step count (an int from ``first`` to :data:`MAX_STEP`),
+    or None."""
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        return f"must be an int, got {type(step).__name__}"
+    if not first <= step <= MAX_STEP:
+        return f"must be in [{first}, 2**53], got {step}"
+    return None
 
 
 def _build_segment(
@@ -175,9 +207,7 @@ def _host(array: Any) -> np.ndarray:
     return adapter_for(array).to_numpy(array)
 
 
-def _build_custom(
-    opt: Optimizer, saved: Mapping[str, Any], problems: list[str]
-) -> dict[str, list[Any]]:
+def _build_custom(opt: Any, saved: Mapping[str, Any], problems: list[str]) -> dict[str, list[Any]]:
     """New arrays for the ``clone_state`` lists of a custom optimizer."""
     from uniopt._adapter import adapter_for
 
@@ -217,9 +247,9 @@ def entry_problems(
     if not isinstance(entry, Mapping):
         return [f"state entry is a {type(entry).__name__}, not a dict"]
     out = []
-    step = entry.get("step")
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
-        out.append(f"step must be a positive int, got {step!r}")
+    problem = step_problem(entry.get("step"))
+    if problem:
+        out.append(f"step {problem}")
     for slot in slots:
         value = entry.get(slot)
         if not isinstance(value, np.ndarray):

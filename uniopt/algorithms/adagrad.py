@@ -12,6 +12,13 @@ r"""Adagrad: per-coordinate learning rates from the sum of squared gradients.
 torch puts :math:`\epsilon` outside the root; OneFlow's formula (seed 004), Keras and
 optax inside, and Keras/optax/MindSpore start the accumulator at 0.1.
 
+Complex parameters (``complex_mode``): as independent real pairs (torch's
+``view_as_real``, the default; the accumulator of each part starts at
+``initial_accumulator_value``, as torch's ``complex(v, v)``), or with
+:math:`S_t = S_{t-1} + |g_t|^2` real and :math:`g_t` complex (optax, ``"conjugate"``;
+the accumulator starts at ``v + 0j`` and keeps the complex dtype, as optax's state);
+the other flavors refuse them.
+
 Reference: Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning
 and Stochastic Optimization" (JMLR 2011).
 """
@@ -23,8 +30,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from uniopt import validation as v
-from uniopt.blocks import l2_penalty, signed
-from uniopt.flavors import Default, arguments
+from uniopt.blocks import abs_sq, float32, l2_penalty, like_slot, real_part, signed
+from uniopt.flavors import (
+    COMPLEX_MODES,
+    CONJUGATE,
+    NO_COMPLEX,
+    REAL_PAIRS,
+    Default,
+    arguments,
+)
 from uniopt.optimizer import Optimizer
 from uniopt.rule import Rule, Scalars
 from uniopt.transform import functional
@@ -35,6 +49,7 @@ class AdagradRule(Rule):
     initial_accumulator_value: float = 0.0
     eps_inside_sqrt: bool = False
     maximize: bool = False
+    complex_mode: str | None = REAL_PAIRS
 
     hyperparameters = {
         "lr": v.non_negative,
@@ -44,23 +59,31 @@ class AdagradRule(Rule):
         "eps": v.non_negative,
         "eps_inside_sqrt": v.flag,
         "maximize": v.flag,
+        "complex_mode": v.choice(*COMPLEX_MODES),
     }
     flavors = {
         "torch": {},
-        "oneflow": {"lr": 1e-3, "eps_inside_sqrt": True},
-        "paddle": {"lr": 1e-3, "eps": 1e-6, "float32": ("eps",)},
-        "optax": {"initial_accumulator_value": 0.1, "eps": 1e-7, "eps_inside_sqrt": True},
+        "oneflow": {"lr": 1e-3, "eps_inside_sqrt": True, **NO_COMPLEX},
+        "paddle": {"lr": 1e-3, "eps": 1e-6, "float32": ("eps",), **NO_COMPLEX},
+        "optax": {
+            "initial_accumulator_value": 0.1,
+            "eps": 1e-7,
+            "eps_inside_sqrt": True,
+            "complex_mode": CONJUGATE,
+        },
         "keras": {
             "lr": 1e-3,
             "initial_accumulator_value": 0.1,
             "eps": 1e-7,
             "eps_inside_sqrt": True,
+            **NO_COMPLEX,
         },
         "mindspore": {
             "lr": 1e-3,
             "initial_accumulator_value": 0.1,
             "eps": 0.0,
             "eps_inside_sqrt": True,
+            **NO_COMPLEX,
         },
     }
 
@@ -75,11 +98,15 @@ class AdagradRule(Rule):
             "weight_decay": hp["weight_decay"],
         }
 
+    def float32_lr(self, scalars: dict[str, Any]) -> dict[str, Any]:
+        """torch with a float32 ``lr`` tensor: ``clr`` is a float32 tensor."""
+        return {**scalars, "clr": float32(scalars["clr"])}
+
     def update(self, xp, p, g, state, s: Scalars, block):
         g = l2_penalty(signed(g, self.maximize), p, s.weight_decay)
-        total = state["sum"] + g * g
+        total = real_part(xp, state["sum"]) + abs_sq(xp, g)
         denom = xp.sqrt(total + s.eps) if self.eps_inside_sqrt else xp.sqrt(total) + s.eps
-        return -s.clr * g / denom, {"sum": total}
+        return -s.clr * g / denom, {"sum": like_slot(xp, total, state["sum"])}
 
 
 class Adagrad(Optimizer):
@@ -95,6 +122,9 @@ class Adagrad(Optimizer):
         eps_inside_sqrt: :math:`\sqrt{S + \epsilon}` (OneFlow, Keras, optax) instead of
             :math:`\sqrt{S} + \epsilon` (torch).
         maximize: maximize the objective instead of minimizing.
+        complex_mode: complex parameters as independent real pairs (``"real_pairs"``,
+            torch), with :math:`|g|^2` accumulated (``"conjugate"``, optax), or refused
+            (None).
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
         **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
             ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
@@ -113,6 +143,7 @@ class Adagrad(Optimizer):
         eps: float = Default(1e-10),
         eps_inside_sqrt: bool = Default(False),
         maximize: bool = False,
+        complex_mode: str | None = Default(REAL_PAIRS),
         *,
         flavor: str | None = None,
         **options: Any,

@@ -14,7 +14,10 @@ The decay :math:`\eta\lambda\theta` is scaled by the (scheduled) learning rate a
 never enters the moments, as in torch.optim.AdamW, optax.adamw, Paddle's AdamW and
 Keras. MindSpore's ``AdamWeightDecay`` is the same without bias correction
 (``flavor="mindspore"``). The rule is Adam's (:mod:`uniopt.algorithms.adam`) with
-``decoupled_weight_decay=True``.
+``decoupled_weight_decay=True``; so are its ``corrected_moments`` (optax's form,
+:math:`\theta_t = \theta_{t-1} - \eta\,(\hat m_t / (\sqrt{\hat v_t} + \epsilon) +
+\lambda\theta_{t-1})`) and complex parameters (``complex_mode``: real pairs as
+torch, conjugate second moments as optax, refused by the other flavors).
 
 Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (ICLR 2019).
 """
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from uniopt.algorithms.adam import Adam, AdamRule
-from uniopt.flavors import Default, arguments
+from uniopt.flavors import CONJUGATE, NO_COMPLEX, REAL_PAIRS, Default, arguments
 from uniopt.transform import functional
 
 
@@ -33,15 +36,21 @@ from uniopt.transform import functional
 class AdamWRule(AdamRule):
     flavors = {
         "torch": {"weight_decay": 1e-2},
-        "optax": {"weight_decay": 1e-4},
-        "paddle": {"weight_decay": 1e-2, "beta_powers": "running", "float32": ("weight_decay",)},
-        "oneflow": {"weight_decay": 0.0},
-        "keras": {"weight_decay": 4e-3, "eps": 1e-7, "eps_hat": True},
+        "optax": {"weight_decay": 1e-4, "corrected_moments": True, "complex_mode": CONJUGATE},
+        "paddle": {
+            "weight_decay": 1e-2,
+            "beta_powers": "running",
+            "float32": ("weight_decay",),
+            **NO_COMPLEX,
+        },
+        "oneflow": {"weight_decay": 0.0, **NO_COMPLEX},
+        "keras": {"weight_decay": 4e-3, "eps": 1e-7, "eps_hat": True, **NO_COMPLEX},
         "mindspore": {
             "weight_decay": 0.0,
             "eps": 1e-6,
             "do_bias_correction": False,
             "float32": ("lr", "betas", "eps", "weight_decay"),
+            **NO_COMPLEX,
         },
     }
 
@@ -69,6 +78,10 @@ class AdamW(Adam):
         beta_powers: str | None = Default(None),
         eps_hat: bool = Default(False),
         decoupled_weight_decay: bool = True,
+        corrected_moments: bool = Default(False),
+        bias_correction_mu: bool = True,
+        bias_correction_nu: bool = True,
+        complex_mode: str | None = Default(REAL_PAIRS),
         *,
         flavor: str | None = None,
         **options: Any,

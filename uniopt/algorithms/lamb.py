@@ -15,7 +15,16 @@ The norms are per tensor, taken through the segment table. This is optax's and
 Paddle's LAMB; OneFlow's formula (seed 004) with its ``adam_w_mode`` and
 ``do_bias_correction`` options. With ``decay_in_trust_ratio=False`` (Keras) the
 decoupled decay :math:`-\eta\lambda\theta` is applied beside the ratio-scaled Adam
-direction instead of inside it.
+direction instead of inside it. With ``corrected_moments`` (optax's ``scale_by_adam``)
+the direction is formed from the corrected moments,
+:math:`u_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon)` with
+:math:`\hat m_t = m_t / (1 - \beta_1^t)`, :math:`\hat v_t = v_t / (1 - \beta_2^t)`
+(equal but for rounding).
+
+Complex parameters (``complex_mode``): as independent real pairs (the default; the
+norms are those of the complex tensors, :math:`\lVert\theta\rVert^2 = \sum
+|\theta_i|^2`), or with :math:`v_t` of :math:`|g_t|^2` and :math:`m_t` complex (optax,
+``"conjugate"``); the OneFlow, Paddle, MindSpore and Keras flavors refuse them.
 
 Reference: You et al., "Large Batch Optimization for Deep Learning: Training BERT in
 76 minutes" (ICLR 2020).
@@ -29,6 +38,7 @@ from typing import Any
 
 from uniopt import validation as v
 from uniopt.blocks import (
+    adam_direction,
     adam_moments,
     adam_scalars,
     decoupled_decay,
@@ -38,7 +48,14 @@ from uniopt.blocks import (
     signed,
     tensor_norms,
 )
-from uniopt.flavors import Default, arguments
+from uniopt.flavors import (
+    COMPLEX_MODES,
+    CONJUGATE,
+    NO_COMPLEX,
+    REAL_PAIRS,
+    Default,
+    arguments,
+)
 from uniopt.optimizer import Optimizer
 from uniopt.rule import Rule, Scalars
 from uniopt.transform import functional
@@ -52,6 +69,8 @@ class LAMBRule(Rule):
     always_adapt: bool = True
     maximize: bool = False
     beta_powers: str | None = None
+    corrected_moments: bool = False
+    complex_mode: str | None = REAL_PAIRS
 
     needs_tensor_reductions = True
     hyperparameters = {
@@ -66,19 +85,22 @@ class LAMBRule(Rule):
         "always_adapt": v.flag,
         "maximize": v.flag,
         "beta_powers": v.choice(None, "running", "float32"),
+        "corrected_moments": v.flag,
+        "complex_mode": v.choice(*COMPLEX_MODES),
     }
     flavors = {
-        "oneflow": {},
-        "optax": {"eps": 1e-6},
+        "oneflow": {**NO_COMPLEX},
+        "optax": {"eps": 1e-6, "corrected_moments": True, "complex_mode": CONJUGATE},
         "paddle": {
             "eps": 1e-6,
             "weight_decay": 0.01,
             "always_adapt": False,
             "beta_powers": "running",
             "float32": ("betas", "eps", "weight_decay"),
+            **NO_COMPLEX,
         },
-        "mindspore": {"eps": 1e-6},
-        "keras": {"eps": 1e-7, "decay_in_trust_ratio": False},
+        "mindspore": {"eps": 1e-6, **NO_COMPLEX},
+        "keras": {"eps": 1e-7, "decay_in_trust_ratio": False, **NO_COMPLEX},
     }
 
     @classmethod
@@ -95,6 +117,8 @@ class LAMBRule(Rule):
             group["always_adapt"],
             group["maximize"],
             group["beta_powers"],
+            group["corrected_moments"],
+            group["complex_mode"],
         )
 
     def reads_params(self, hp: Mapping[str, Any]) -> bool:
@@ -104,14 +128,19 @@ class LAMBRule(Rule):
         return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
 
     def scalars(self, hp: Mapping[str, Any], step: Any) -> dict[str, Any]:
-        return adam_scalars(hp, step, self.do_bias_correction, self.beta_powers)
+        return adam_scalars(
+            hp, step, self.do_bias_correction, self.beta_powers, optax=self.corrected_moments
+        )
 
     def update(self, xp, p, g, state, s: Scalars, block):
         g = signed(g, self.maximize)
         if not self.adam_w_mode:
             g = l2_penalty(g, p, s.weight_decay)
-        m, v_, new_state = adam_moments(xp, state, g, s, amsgrad=False)
-        u = (m / s.bc1) / (xp.sqrt(v_) / s.bc2_sqrt + s.eps)
+        m, v_, new_state = adam_moments(xp, state, g, s, False, self.corrected_moments)
+        if self.corrected_moments:  # optax: from the corrected moments
+            u = adam_direction(xp, m, v_, s)
+        else:
+            u = (m / s.bc1) / (xp.sqrt(v_) / s.bc2_sqrt + s.eps)
         decayed = self.adam_w_mode and self.decay_in_trust_ratio
         if decayed:
             u = l2_penalty(u, p, s.weight_decay)
@@ -143,6 +172,9 @@ class LAMB(Optimizer):
         maximize: maximize the objective instead of minimizing.
         beta_powers: how :math:`\beta^t` is formed: exactly (None), or as the running
             product Paddle ("running") or MindSpore ("float32") keep in state.
+        corrected_moments: form the direction from the bias-corrected moments (optax).
+        complex_mode: complex parameters as independent real pairs (``"real_pairs"``),
+            with conjugate second moments (``"conjugate"``, optax), or refused (None).
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
         **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
             ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
@@ -165,6 +197,8 @@ class LAMB(Optimizer):
         always_adapt: bool = Default(True),
         maximize: bool = False,
         beta_powers: str | None = Default(None),
+        corrected_moments: bool = Default(False),
+        complex_mode: str | None = Default(REAL_PAIRS),
         *,
         flavor: str | None = None,
         **options: Any,

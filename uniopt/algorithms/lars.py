@@ -14,6 +14,11 @@ are per tensor, through the segment table. Where either norm is 0 the local rate
 the plain :math:`\eta` (Paddle's kernel does the same). With ``decayed_grad_norm``
 (optax's ``lars``) the denominator is :math:`\lVert g + \lambda\theta\rVert + \epsilon`.
 
+Complex parameters (``complex_mode``): the norms are those of the complex tensors,
+:math:`\lVert x\rVert^2 = \sum |x_i|^2`, and the update is linear in :math:`g`, so
+real pairs (the default) and complex arithmetic (optax, ``"conjugate"``) agree; the
+Paddle flavor refuses them (its kernels take real dtypes only).
+
 Reference: You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks"
 (2017).
 """
@@ -26,7 +31,14 @@ from typing import Any
 
 from uniopt import validation as v
 from uniopt.blocks import gate, l2_penalty, signed, tensor_norms
-from uniopt.flavors import Default, arguments
+from uniopt.flavors import (
+    COMPLEX_MODES,
+    CONJUGATE,
+    NO_COMPLEX,
+    REAL_PAIRS,
+    Default,
+    arguments,
+)
 from uniopt.optimizer import Optimizer
 from uniopt.rule import Rule, Scalars
 from uniopt.transform import functional
@@ -37,6 +49,7 @@ class LarsRule(Rule):
     decayed_grad_norm: bool = False
     trust_requires_decay: bool = False
     maximize: bool = False
+    complex_mode: str | None = REAL_PAIRS
 
     needs_tensor_reductions = True
     decay_key = "lars_weight_decay"
@@ -49,13 +62,20 @@ class LarsRule(Rule):
         "decayed_grad_norm": v.flag,
         "trust_requires_decay": v.flag,
         "maximize": v.flag,
+        "complex_mode": v.choice(*COMPLEX_MODES),
     }
     flavors = {
         "paddle": {
             "trust_requires_decay": True,
             "float32": ("momentum", "lars_coeff", "lars_weight_decay", "epsilon"),
+            **NO_COMPLEX,
         },
-        "optax": {"momentum": 0.9, "lars_weight_decay": 0.0, "decayed_grad_norm": True},
+        "optax": {
+            "momentum": 0.9,
+            "lars_weight_decay": 0.0,
+            "decayed_grad_norm": True,
+            "complex_mode": CONJUGATE,
+        },
     }
 
     def reads_params(self, hp: Mapping[str, Any]) -> bool:
@@ -100,6 +120,8 @@ class LarsMomentum(Optimizer):
         trust_requires_decay: use the plain rate for parameters whose decay is 0
             (Paddle's kernel).
         maximize: maximize the objective instead of minimizing.
+        complex_mode: complex parameters as real pairs (``"real_pairs"``) or complex
+            numbers (``"conjugate"``, optax), the same numbers; None refuses them.
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
         **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
             ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
@@ -119,6 +141,7 @@ class LarsMomentum(Optimizer):
         decayed_grad_norm: bool = Default(False),
         trust_requires_decay: bool = Default(False),
         maximize: bool = False,
+        complex_mode: str | None = Default(REAL_PAIRS),
         *,
         flavor: str | None = None,
         **options: Any,

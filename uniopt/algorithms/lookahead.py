@@ -26,13 +26,17 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
-from uniopt import _tree
+from uniopt import _tree, flavors
 from uniopt import validation as v
-from uniopt.optimizer import Optimizer
+from uniopt.flavors import Default
+from uniopt.optimizer import TORCH_ADAPTERS, Optimizer
 from uniopt.rule import Rule, Scalars
 from uniopt.transform import Transform, apply_updates, step_counter
 
 SLOW_INITS = ("params", "first_step")
+#: flavor -> where the slow weights start: optax's ``lookahead`` and the paper take
+#: the parameters as given; Paddle's kernel the parameters after the first inner step
+FLAVORS = {"optax": {"slow_init": "params"}, "paddle": {"slow_init": "first_step"}}
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,12 @@ class LookAheadSync(Rule):
     def update(self, xp, p, g, state, s: Scalars, block):
         slow = state["slow"] + s.alpha * (p - state["slow"])
         return slow - p, {"slow": slow}
+
+
+def _options(owner: str, alpha: Any, k: Any, slow_init: Any, flavor: Any) -> tuple[float, int, str]:
+    """The checked options, ``slow_init`` from the flavor unless given."""
+    hp = flavors.resolve(owner, "LookAhead", FLAVORS, {"slow_init": slow_init}, flavor)
+    return _check(owner, alpha, k, hp["slow_init"])
 
 
 def _check(owner: str, alpha: Any, k: Any, slow_init: Any) -> tuple[float, int, str]:
@@ -65,6 +75,7 @@ class LookAhead:
         alpha: slow-weights step size :math:`\alpha` in [0, 1].
         k: synchronise every ``k`` inner steps.
         slow_init: ``"params"`` (paper, optax) or ``"first_step"`` (Paddle).
+        flavor: ``"optax"`` or ``"paddle"``: that framework's ``slow_init``.
 
     It behaves as an optimizer: ``step``, ``minimize``, ``zero_grad``/``clear_grad``,
     ``param_groups``, ``params``, learning-rate accessors (those of the inner
@@ -74,18 +85,29 @@ class LookAhead:
     algorithm = "lookahead"
 
     def __init__(
-        self, inner_optimizer: Optimizer, alpha: float = 0.5, k: int = 5, slow_init: str = "params"
+        self,
+        inner_optimizer: Optimizer,
+        alpha: float = 0.5,
+        k: int = 5,
+        slow_init: str = Default("params"),
+        *,
+        flavor: str | None = None,
     ):
         if not isinstance(inner_optimizer, Optimizer):
             raise TypeError(
                 f"LookAhead: inner_optimizer must be a uniopt optimizer, got "
                 f"{type(inner_optimizer).__name__}"
             )
-        self.alpha, self.k, self.slow_init = _check("LookAhead", alpha, k, slow_init)
+        self.alpha, self.k, self.slow_init = _options("LookAhead", alpha, k, slow_init, flavor)
+        self.flavor = flavor
+        if any(s.adapter.name in TORCH_ADAPTERS for g in inner_optimizer._segments for s in g):
+            from uniopt.backends.torch_optim import adopt
+
+            adopt(self)  # a torch.optim.Optimizer, as its inner optimizer is
         self.inner = inner_optimizer
         self._count = 0
         self._slow: list[list[Any]] | None = None
-        if slow_init == "params":
+        if self.slow_init == "params":
             self._slow = self._snapshot()
 
     def _snapshot(self) -> list[list[Any]]:
@@ -96,8 +118,13 @@ class LookAhead:
         ]
 
     def step(self, grads: Any = None, closure: Callable[[], Any] | None = None) -> Any:
-        """One inner step; every ``k``-th also moves the slow weights and resets the fast."""
+        """One inner step; every ``k``-th also moves the slow weights and resets the fast.
+        A step the inner optimizer does not take (no gradient at all, or skipped by
+        dynamic loss scaling) is not counted."""
+        taken = self.inner._step_count
         loss = self.inner.step(grads, closure)
+        if self.inner._step_count == taken:
+            return loss
         self._count += 1
         if self._slow is None:
             self._slow = self._snapshot()
@@ -113,10 +140,16 @@ class LookAhead:
             ):
                 for i, segment in enumerate(segments):
                     fast = [segment.adapter.data(p) for p in segment.params]
-                    new = segment.run(
-                        sync, 0, len(fast), fast, {"alpha": self.alpha}, {"slow": slows[i]}
-                    )
+                    state = {"slow": slows[i]}
+                    master = segment.state.get("master")  # multi_precision: sync it too
+                    if master is not None:
+                        state["master"] = master
+                        if slows[i].dtype != master.dtype:
+                            state["slow"] = segment.xp.astype(slows[i], master.dtype)
+                    new = segment.run(sync, 0, len(fast), fast, {"alpha": self.alpha}, state)
                     slows[i] = new["slow"]
+                    if master is not None:
+                        segment.state["master"] = new["master"]
                     for position, p in zip(segment.positions, segment.params):
                         group["params"][position] = p
 
@@ -164,8 +197,10 @@ class LookAhead:
             "slow_init": self.slow_init,
             "count": self._count,
             "slow": slow,
-            "inner": self.inner.state_dict(),
+            "inner": self.inner.portable_state_dict(),
         }
+
+    portable_state_dict = state_dict  # the same, name-keyed, on every backend
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a ``state_dict()``; on any mismatch raise and change nothing."""
@@ -231,7 +266,12 @@ class LookAheadState(NamedTuple):
 
 
 def lookahead(
-    inner: Transform, alpha: float = 0.5, k: int = 5, slow_init: str = "params"
+    inner: Transform,
+    alpha: float = 0.5,
+    k: int = 5,
+    slow_init: str = Default("params"),
+    *,
+    flavor: str | None = None,
 ) -> Transform:
     """LookAhead over any uniopt (or optax) transform: the functional face.
 
@@ -242,7 +282,7 @@ def lookahead(
     under ``jax.jit`` XLA computes that sum once and no parameter or slow-weight buffer
     is copied (before: 200% of the parameters' bytes extra on a CPU, now 100%).
     """
-    alpha, k, slow_init = _check("uniopt.lookahead", alpha, k, slow_init)
+    alpha, k, slow_init = _options("uniopt.lookahead", alpha, k, slow_init, flavor)
 
     def init(params: Any) -> LookAheadState:
         _, leaves, rebuild = _tree.flatten(params)

@@ -17,6 +17,11 @@ the buffer holds the scaled step, :math:`b_t = \beta b_{t-1} + \eta g_t / d_t`,
 :math:`\theta_t = \theta_{t-1} - b_t`. OneFlow documents momentum > 0 as unsupported;
 uniopt supports it.
 
+Complex parameters (``complex_mode``): as independent real pairs (torch's
+``view_as_real``, the default), or with :math:`r_t` of :math:`|g_t|^2` and the centered
+variance :math:`r_t - |\bar g_t|^2`, :math:`g_t, \bar g_t, b_t` complex (optax,
+``"conjugate"``); the other flavors refuse them.
+
 References: Hinton, Srivastava & Swersky, "Neural Networks for Machine Learning",
 lecture 6e (2012); Graves, "Generating Sequences With Recurrent Neural Networks"
 (2013) for the centered form.
@@ -29,8 +34,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from uniopt import validation as v
-from uniopt.blocks import ema, l2_penalty, signed
-from uniopt.flavors import Default, arguments
+from uniopt.blocks import abs_sq, ema, l2_penalty, like_slot, real_part, signed
+from uniopt.flavors import (
+    COMPLEX_MODES,
+    CONJUGATE,
+    NO_COMPLEX,
+    REAL_PAIRS,
+    Default,
+    arguments,
+)
 from uniopt.optimizer import Optimizer
 from uniopt.rule import Rule, Scalars
 from uniopt.transform import functional
@@ -44,6 +56,7 @@ class RMSpropRule(Rule):
     eps_inside_sqrt: bool = False
     lr_in_momentum: bool = False
     maximize: bool = False
+    complex_mode: str | None = REAL_PAIRS
 
     hyperparameters = {
         "lr": v.non_negative,
@@ -56,17 +69,19 @@ class RMSpropRule(Rule):
         "lr_in_momentum": v.flag,
         "maximize": v.flag,
         "initial_square_avg": v.non_negative,
+        "complex_mode": v.choice(*COMPLEX_MODES),
     }
     flavors = {
         "torch": {},
-        "optax": {"alpha": 0.9, "eps_inside_sqrt": True},
-        "oneflow": {"lr": 1e-3, "eps_inside_sqrt": True, "lr_in_momentum": True},
+        "optax": {"alpha": 0.9, "eps_inside_sqrt": True, "complex_mode": CONJUGATE},
+        "oneflow": {"lr": 1e-3, "eps_inside_sqrt": True, "lr_in_momentum": True, **NO_COMPLEX},
         "keras": {
             "lr": 1e-3,
             "alpha": 0.9,
             "eps": 1e-7,
             "eps_inside_sqrt": True,
             "lr_in_momentum": True,
+            **NO_COMPLEX,
         },
         "paddle": {
             "lr": 1e-3,
@@ -75,6 +90,7 @@ class RMSpropRule(Rule):
             "eps_inside_sqrt": True,
             "lr_in_momentum": True,
             "float32": ("alpha", "eps", "momentum"),
+            **NO_COMPLEX,
         },
         "mindspore": {
             "initial_square_avg": 1.0,
@@ -83,6 +99,7 @@ class RMSpropRule(Rule):
             "eps": 1e-10,
             "eps_inside_sqrt": True,
             "lr_in_momentum": True,
+            **NO_COMPLEX,
         },
     }
 
@@ -95,6 +112,7 @@ class RMSpropRule(Rule):
             group["eps_inside_sqrt"],
             group["lr_in_momentum"],
             group["maximize"],
+            group["complex_mode"],
         )
 
     def slots(self) -> dict[str, float]:
@@ -110,12 +128,12 @@ class RMSpropRule(Rule):
 
     def update(self, xp, p, g, state, s: Scalars, block):
         g = l2_penalty(signed(g, self.maximize), p, s.weight_decay)
-        square_avg = ema(state["square_avg"], g * g, s.alpha)
-        new_state = {"square_avg": square_avg}
+        square_avg = ema(real_part(xp, state["square_avg"]), abs_sq(xp, g), s.alpha)
+        new_state = {"square_avg": like_slot(xp, square_avg, state["square_avg"])}
         variance = square_avg
         if self.centered:
             new_state["grad_avg"] = grad_avg = ema(state["grad_avg"], g, s.alpha)
-            variance = square_avg - grad_avg * grad_avg
+            variance = square_avg - abs_sq(xp, grad_avg)
         denom = xp.sqrt(variance + s.eps) if self.eps_inside_sqrt else xp.sqrt(variance) + s.eps
         if not self.momentum_buffer:
             return -s.lr * g / denom, new_state
@@ -143,6 +161,8 @@ class RMSprop(Optimizer):
         lr_in_momentum: keep the learning rate inside the momentum buffer.
         maximize: maximize the objective instead of minimizing.
         initial_square_avg: starting value of the squared-gradient average (MindSpore: 1).
+        complex_mode: complex parameters as independent real pairs (``"real_pairs"``,
+            torch), with :math:`|g|^2` averages (``"conjugate"``, optax), or refused (None).
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
         **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
             ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
@@ -164,6 +184,7 @@ class RMSprop(Optimizer):
         lr_in_momentum: bool = Default(False),
         maximize: bool = False,
         initial_square_avg: float = Default(0.0),
+        complex_mode: str | None = Default(REAL_PAIRS),
         *,
         flavor: str | None = None,
         **options: Any,

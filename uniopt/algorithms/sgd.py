@@ -17,6 +17,10 @@ References: Robbins & Monro, "A Stochastic Approximation Method" (1951); Polyak,
 "Some methods of speeding up the convergence of iteration methods" (1964); Sutskever
 et al., "On the importance of initialization and momentum in deep learning" (ICML 2013)
 for the Nesterov form used by torch.optim.SGD.
+
+Complex parameters: every step is linear in :math:`g`, so optimizing the real and
+imaginary parts as independent reals (torch, ``complex_mode="real_pairs"``) and the
+complex arithmetic of optax (``"conjugate"``) give the same numbers.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ from typing import Any
 
 from uniopt import validation as v
 from uniopt.blocks import l2_penalty, signed
-from uniopt.flavors import Default, arguments
+from uniopt.flavors import (
+    COMPLEX_MODES,
+    CONJUGATE,
+    NO_COMPLEX,
+    REAL_PAIRS,
+    Default,
+    arguments,
+)
 from uniopt.optimizer import Optimizer
 from uniopt.rule import Rule, Scalars, select
 from uniopt.transform import functional
@@ -39,6 +50,7 @@ class SGDRule(Rule):
     nesterov: bool = False
     maximize: bool = False
     lr_in_momentum: bool = False
+    complex_mode: str | None = REAL_PAIRS
 
     hyperparameters = {
         "lr": v.non_negative,
@@ -48,15 +60,21 @@ class SGDRule(Rule):
         "nesterov": v.flag,
         "maximize": v.flag,
         "lr_in_momentum": v.flag,
+        "complex_mode": v.choice(*COMPLEX_MODES),
     }
     flavors = {
         "torch": {},
-        "optax": {},
+        "optax": {"complex_mode": CONJUGATE},
         # Paddle's Momentum keeps mu and the decay as float32 attributes; its SGD does not
-        "paddle": {"float32": lambda hp: ("momentum", "weight_decay") if hp["momentum"] else ()},
-        "mindspore": {},
+        "paddle": {
+            "float32": lambda hp: ("momentum", "weight_decay") if hp["momentum"] else (),
+            **NO_COMPLEX,
+        },
+        "mindspore": {**NO_COMPLEX},
+        # Keras's SGD is linear in the gradient: on complex variables it computes what
+        # the real pairs give
         "keras": {"lr": 0.01, "lr_in_momentum": True},
-        "oneflow": {"lr_in_momentum": True},
+        "oneflow": {"lr_in_momentum": True, **NO_COMPLEX},
     }
 
     @classmethod
@@ -67,7 +85,11 @@ class SGDRule(Rule):
     @classmethod
     def from_group(cls, group: Mapping[str, Any]) -> SGDRule:
         return cls(
-            group["momentum"] != 0, group["nesterov"], group["maximize"], group["lr_in_momentum"]
+            group["momentum"] != 0,
+            group["nesterov"],
+            group["maximize"],
+            group["lr_in_momentum"],
+            group["complex_mode"],
         )
 
     def slots(self) -> dict[str, float]:
@@ -109,6 +131,9 @@ class SGD(Optimizer):
         nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
         maximize: maximize the objective instead of minimizing.
         lr_in_momentum: keep the learning rate inside the momentum buffer (Keras).
+        complex_mode: complex parameters as real pairs (``"real_pairs"``, torch) or as
+            complex numbers (``"conjugate"``, optax): the same numbers, SGD being linear
+            in the gradient; None refuses them (Paddle, MindSpore, OneFlow flavors).
         flavor: reproduce a framework's numerics and defaults (see :mod:`uniopt.flavors`).
         **options: options every optimizer takes (``grad_clip``, ``loss_scale``,
             ``apply_decay_param_fun``, ``lr_ratio`` ...; see :class:`uniopt.Optimizer`).
@@ -127,6 +152,7 @@ class SGD(Optimizer):
         nesterov: bool = False,
         maximize: bool = False,
         lr_in_momentum: bool = Default(False),
+        complex_mode: str | None = Default(REAL_PAIRS),
         *,
         flavor: str | None = None,
         **options: Any,

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from uniopt.norms import accumulator
+
 
 @dataclass(frozen=True)
 class Span:
@@ -100,11 +102,19 @@ class Block:
         return tuple(out)
 
     def tensor_sums(self, xp: Any, x: Any) -> Any:
-        """Per-tensor sums of a block-sized array (the block must hold whole tensors)."""
+        """Per-tensor sums of a block-sized array (the block must hold whole tensors),
+        accumulated in at least float32: float16 and bfloat16 values are summed into
+        float32 sums (``xp.sum(..., dtype=xp.float32)``, no widened copy), others in
+        their own dtype."""
+        wide = accumulator(xp, x.dtype)
+        options = {} if wide is None else {"dtype": wide}
         if self.shaped:
-            sums = xp.reshape(xp.sum(x), (1,))
+            sums = xp.reshape(xp.sum(x, **options), (1,))
         else:
-            parts = [xp.sum(xp.reshape(x[a:b], (k, n)), axis=1) for a, b, _, k, n in self.stretches]
+            parts = [
+                xp.sum(xp.reshape(x[a:b], (k, n)), axis=1, **options)
+                for a, b, _, k, n in self.stretches
+            ]
             sums = parts[0] if len(parts) == 1 else xp.concat(parts)
         return sums if self.all_reduce is None else self.all_reduce(sums)
 
@@ -175,6 +185,13 @@ class Layout:
     @property
     def size(self) -> int:
         return self.spans[-1].stop if self.spans else 0
+
+    def real_pairs(self) -> Layout:
+        """The table of the same tensors seen as real pairs, shape ``shape + (2,)`` (last
+        axis: real, imaginary part): a complex segment run as the real segment of twice
+        its length (``complex_mode="real_pairs"``, :mod:`uniopt.engine.pairs`)."""
+        shapes = [(*s.shape, 2) for s in self.spans]
+        return Layout.of([s.name for s in self.spans], shapes, self.all_reduce)
 
     def blocks(
         self, first: int, last: int, max_elements: int | None, whole_tensors: bool

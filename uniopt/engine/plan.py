@@ -14,6 +14,7 @@ Per-tensor sums (``block.tensor_sums``, for trust ratios and norm clipping) and 
 broadcast back (``block.expand``) are recorded too. Such a rule replays in passes over
 cache-sized blocks (``Plan.run_passes``) instead of running on whole tensors with
 tensor-sized temporaries; only the order in which a tensor's sum is added up differs.
+Sums of float16 values accumulate in float32 there as in ``block.tensor_sums``.
 
 Per-step scalars are recorded as expressions: a step's values go through the same
 Python float operations the rule does. A Python branch on a scalar's value (``if wd
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from uniopt.engine.layout import Block
+from uniopt.norms import is_low_precision
 from uniopt.rule import Rule, Scalars
 
 
@@ -116,8 +118,9 @@ def _call(kind: str, fn: Callable, args: tuple) -> Any:
         return np.where(*args)
     if kind == "fill":
         return np.full_like(args[0], fn)
-    if kind == "reduce":
-        return np.sum(args[0], keepdims=True)
+    if kind == "reduce":  # as Block.tensor_sums: float16 sums in float32
+        wide = np.float32 if is_low_precision(args[0].dtype) else None
+        return np.sum(args[0], keepdims=True, dtype=wide)
     if kind == "expand":
         return args[0]
     return fn(*args)
@@ -227,8 +230,10 @@ class _Namespace:
             return lambda x: self._recorder.record("ufunc", _UNARY[name], (x,))
         if name in _BINARY:
             return lambda a, b: self._recorder.record("ufunc", _BINARY[name], (a, b))
+        if name in _DTYPES:  # xp.float32: NumPy's stand-in for any library's dtype
+            return np.dtype(name)
         value = getattr(self._real, name, None)
-        if isinstance(value, (type, np.dtype)):  # dtypes: xp.float32
+        if isinstance(value, (type, np.dtype)):  # other dtypes NumPy has
             return value
         raise Untraceable(f"xp.{name}")
 
@@ -244,6 +249,9 @@ class _Namespace:
     def astype(self, x: _Arr, dtype: Any) -> _Arr:
         return self._recorder.record("astype", None, (x,), dtype=dtype)
 
+
+#: dtype names a recorded rule may take from its namespace (``xp.float32``)
+_DTYPES = frozenset(("float16", "float32", "float64", "bool"))
 
 _UNARY = {
     "sqrt": np.sqrt,
@@ -641,7 +649,7 @@ class Plan:
                     total = per_tensor[i]
                     for a, b, t, k, m in groups:
                         part = total[t : t + k]
-                        add(part, ops.row_sums(x[a:b].reshape(k, m)), out=part)
+                        add(part, ops.row_sums(x[a:b].reshape(k, m), total), out=part)
 
     def _groups_of(self, block: Block, first: int) -> list[tuple[int, int, int, int, int]]:
         """The block as ``(a, b, t, k, n)``: elements ``[a, b)`` are ``k`` pieces of ``n``
@@ -742,9 +750,10 @@ class ReplayOps:
     def empty(self, size: int, dtype: Any, like: Any) -> Any:
         return np.empty(size, dtype=dtype)
 
-    def row_sums(self, x: Any) -> Any:
-        """The sum of each row of a 2-d array, in its dtype."""
-        return x.sum(1)
+    def row_sums(self, x: Any, like: Any) -> Any:
+        """The sum of each row of a 2-d array, accumulated in ``like``'s dtype (the
+        recorded sums': float32 for float16 ``x``, else ``x``'s own)."""
+        return x.sum(1) if x.dtype == like.dtype else x.sum(1, dtype=like.dtype)
 
 
 def _numpy_where(condition: Any, a: Any, b: Any, out: Any) -> None:

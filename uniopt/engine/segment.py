@@ -8,7 +8,9 @@ shared). Usually a run is the whole segment.
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import array_api_compat
 
 from uniopt._adapter import Adapter
+from uniopt.engine import pairs
 from uniopt.engine.execute import (
     block_sums,
     step_whole,
@@ -52,6 +55,8 @@ class Segment:
         self.xp = adapter.namespace(data[0])
         self.dtype = data[0].dtype
         self.device = array_api_compat.device(data[0])
+        #: what :meth:`check_params` expects of every parameter: (dtype, device) names
+        self._kind = (adapter.dtype_name(data[0]), adapter.device(data[0]))
         #: one tensor on several devices (a sharded jax array): its state arrays keep its
         #: shape and placement and the rule runs on them unflattened, gathering nothing
         self.shaped = len(data) == 1 and adapter.multi_device(data[0])
@@ -73,11 +78,17 @@ class Segment:
         #: the parameters' addresses when last found bound (``Adapter.addresses``)
         self._bound_at: Any = None
         #: the parameters' storage, when the library lets parameters be re-pointed at
-        #: views of one flat buffer (torch): the update then gathers nothing
-        self.flat = adapter.bind(self.params) if self.layout.size else None
+        #: views of one flat buffer (torch): the update then gathers nothing. Bound at
+        #: the first step, not at construction, so that building an optimizer (or a
+        #: failed ``from_torch``) leaves the user's parameters as they were
+        self.flat: Any = None
+        self._unbound = bool(self.layout.size)
         self._grads: Any = None
-        #: run each step as one compiled kernel (torch.compile), where available
-        self.compile = compile and self.flat is not None
+        #: run each step as one compiled kernel (torch.compile), where available (the
+        #: parameters bound to one flat buffer)
+        self.compile = compile
+        #: the parameters' addresses when last found unchanged (:meth:`check_params`)
+        self._checked_at: Any = None
 
     @property
     def names(self) -> list[str]:
@@ -107,6 +118,30 @@ class Segment:
         # one array: a copy (jax's concat of one array is that array, and state is donated)
         return xp.asarray(parts[0], copy=True) if len(parts) == 1 else xp.concat(parts)
 
+    def check_params(self, owner: str) -> None:
+        """Refuse, before anything is written, parameters whose shape, dtype or device
+        changed since the segment was planned (torch: ``p.data = ...``): the segment's
+        layout and state no longer fit them, and a silent re-bind would cast them back.
+        Skipped while the parameters sit where they were last found."""
+        adapter = self.adapter
+        if not adapter.mutable:  # the parameters are the optimizer's own (JAX)
+            return
+        where = adapter.addresses(self.params)
+        if where is not None and where == self._checked_at:
+            return
+        dtype, device = self._kind
+        for span, p in zip(self.layout.spans, self.params):
+            data = adapter.data(p)
+            found = (tuple(data.shape), adapter.dtype_name(data), adapter.device(data))
+            if found != (span.shape, dtype, device):
+                raise ValueError(
+                    f"{owner}: parameter '{span.name}' was changed to shape {list(found[0])}, "
+                    f"dtype {found[1]}, device {found[2]} since the optimizer was built "
+                    f"(shape {list(span.shape)}, dtype {dtype}, device {device}); its state "
+                    "no longer fits: build a new optimizer for it"
+                )
+        self._checked_at = where
+
     def runs(self, grads: Sequence[Any]) -> list[tuple[int, int]]:
         """Maximal ``[first, last)`` stretches of tensors with a gradient, equal steps and
         equal profiles."""
@@ -135,7 +170,8 @@ class Segment:
     def step(self, rule: Rule, grads: Sequence[Any], scalars_at: ScalarsAt) -> None:
         """One update of every tensor that has a gradient. ``scalars_at(t, profile)`` gives
         the per-step scalars for tensors of that profile taking their ``t``-th step."""
-        self.ensure_state(rule.slots())
+        complex_state = pairs.is_complex(self.state_dtype)
+        self.ensure_state(pairs.initial_values(rule, complex_state, rule.slots()))
         for first, last in self.runs(grads):
             scalars = scalars_at(self.steps[first] + 1, self.profiles[first])
             self.state = self.run(rule, first, last, grads, scalars, self.state)
@@ -152,7 +188,11 @@ class Segment:
     ) -> dict[str, Any]:
         """Apply ``rule`` to tensors ``first .. last-1`` with the flat ``state`` given
         (the segment's own, or a wrapper's such as LookAhead's slow weights); returns
-        the new state. Parameters are updated in place or replaced."""
+        the new state. Parameters are updated in place or replaced. A complex segment
+        whose rule takes real pairs runs as the real segment of twice its length
+        (:mod:`uniopt.engine.pairs`)."""
+        if pairs.as_pairs(rule, self.dtype):
+            return pairs.run(self, rule, first, last, grads, scalars, state)
         if self.adapter.mutable:
             self._run_in_place(rule, first, last, grads, scalars, state)
             return state
@@ -167,6 +207,10 @@ class Segment:
         scalars: Mapping,
         state: dict[str, Any],
     ) -> None:
+        if self._unbound:
+            self._unbound = False
+            self.flat = self.adapter.bind(self.params)
+            self.compile = self.compile and self.flat is not None
         if self.flat is not None and self._keep_bound():
             self._run_flat(rule, first, last, grads, scalars, state)
             return
@@ -358,13 +402,14 @@ class Segment:
         adapter = self.adapter
         memo = self._grad_views.get(first)
         same = memo is not None and len(memo[0]) == len(grads)
-        same = same and all(map(operator.is_, memo[0], grads))
+        same = same and all(map(operator.is_, [ref() for ref in memo[0]], grads))
         if same and memo[1] == adapter.addresses(grads):
             return memo[2]
         flat = adapter.shared_flat(grads)
         where = adapter.addresses(grads) if flat is not None else None
-        if where is not None:
-            self._grad_views[first] = (tuple(grads), where, flat)
+        if where is not None:  # weakly: no step keeps a gradient object alive
+            with contextlib.suppress(TypeError):
+                self._grad_views[first] = ([weakref.ref(g) for g in grads], where, flat)
         return flat
 
     def zero_grads(self) -> bool:
@@ -397,7 +442,7 @@ class Segment:
             return True
         for p, span in zip(self.params, self.layout.spans):
             if not adapter.is_view_of(p, self.flat, span.offset):
-                self.flat = adapter.bind(self.params)
+                self.flat = adapter.bind(self.params, self.flat)
                 self._grads = None
                 break
         self._bound_at = adapter.addresses(self.params) if self.flat is not None else None

@@ -10,6 +10,12 @@ OneFlow's ``last_step`` is torch's ``last_epoch`` (both names are available).
 Every scheduler except ReduceLROnPlateau evaluates a pure schedule of
 :mod:`uniopt.schedules` in closed form, so ``state_dict()`` is plain Python data and a
 loaded scheduler continues bit-identically.
+
+Arguments are checked by the constructor before it writes into the optimizer's groups,
+with messages naming the scheduler and the argument
+(``StepLR: invalid step_size=0: it must be an integer >= 1``). ``load_state_dict``
+runs the same checks on the loaded values, refuses unknown and missing keys, and
+changes nothing unless everything passes.
 """
 
 from uniopt.lr_scheduler._base import LRScheduler

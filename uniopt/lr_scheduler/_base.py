@@ -2,14 +2,22 @@
 
 The optimizer contract: ``optimizer.param_groups`` is a list of dicts, each with a key
 ``"lr"`` holding a Python float that the optimizer reads at each ``step()``.
+
+**Checks.** A scheduler checks its arguments in one method, :meth:`_check_hparams`,
+run on its own attributes: by the constructor (before anything is written into the
+optimizer's groups) and by :meth:`~StateDictMixin.load_state_dict` on a copy holding
+the loaded values, so a state is held to exactly the constructor's rules. A load
+checks everything (unknown or missing keys, each hyper-parameter, the counters, the
+sub-schedulers' states) before it changes anything: a state that fails leaves the
+scheduler exactly as it was.
 """
 
 from __future__ import annotations
 
 import copy
 import types
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from uniopt.schedules import _checks as check
 
@@ -28,12 +36,12 @@ def param_groups(optimizer: Any) -> list[dict]:
 
 
 def per_group(name: str, value: Any, n: int) -> list[float]:
-    """A scalar repeated for ``n`` groups, or a list/tuple of exactly ``n`` numbers."""
+    """A number >= 0 repeated for ``n`` groups, or a list/tuple of exactly ``n`` of them."""
     if isinstance(value, list | tuple):
         if len(value) != n:
-            raise ValueError(f"expected {n} values for {name} (one per group), got {len(value)}")
-        return [check.real(f"{name}[{i}]", v) for i, v in enumerate(value)]
-    return [check.real(name, value)] * n
+            check.fail(name, value, f"it must be one number or a list of {n} (one per group)")
+        return [check.non_negative(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    return [check.non_negative(name, value)] * n
 
 
 def save_callables(fns: Sequence[Any]) -> list[dict | None]:
@@ -45,17 +53,47 @@ def save_callables(fns: Sequence[Any]) -> list[dict | None]:
     return saved
 
 
+def check_saved_callables(name: str, saved: Any, n: int) -> list[dict | None]:
+    """A saved list of :func:`save_callables` for ``n`` callables: ``None`` or a dict each."""
+    if not isinstance(saved, list | tuple) or len(saved) != n:
+        check.fail(name, saved, f"it must be a list of {n} entries, each None or a dict")
+    for i, state in enumerate(saved):
+        if state is not None and not isinstance(state, Mapping):
+            check.fail(f"{name}[{i}]", state, "it must be None or a dict")
+    return list(saved)
+
+
 def load_callables(fns: Sequence[Any], saved: Sequence[dict | None] | None) -> None:
     for fn, state in zip(fns, saved or (), strict=False):
         if state is not None:
             fn.__dict__.update(copy.deepcopy(state))
 
 
+def rates(name: str, value: Any, n: int) -> list[float]:
+    """A loaded list of ``n`` learning rates (finite, >= 0)."""
+    if not isinstance(value, list | tuple) or len(value) != n:
+        check.fail(name, value, f"it must be a list of {n} numbers (one per group)")
+    return [check.non_negative(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _nothing() -> None:
+    """A commit with nothing to do."""
+
+
 class StateDictMixin:
     """``state_dict()``: every attribute but the optimizer (and ``_unsaved`` ones),
-    deep-copied, so it is plain Python data; ``load_state_dict()`` puts it back."""
+    deep-copied, so it is plain Python data; ``load_state_dict()`` puts it back, checked.
 
-    _unsaved: tuple[str, ...] = ("optimizer",)
+    A subclass checks its arguments in :meth:`_check_hparams` and its counters in
+    :meth:`_check_counters` (both raise naming the attribute, and may normalize it),
+    and loads what it saves outside its attributes in :meth:`_prepare_parts`.
+    """
+
+    _unsaved: ClassVar[tuple[str, ...]] = ("optimizer",)
+    #: argument errors name attributes; these name them as the constructor's arguments
+    _arg_names: ClassVar[dict[str, str]] = {}
+    #: and these as the keys of the state dict, where a factory names them otherwise
+    _state_names: ClassVar[dict[str, str]] = {}
 
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's state as a dict of plain Python data (no optimizer, no
@@ -64,9 +102,65 @@ class StateDictMixin:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict`; the next ``step()`` continues the
-        sequence exactly where the saved scheduler left off."""
-        state = {k: v for k, v in state_dict.items() if k not in self._unsaved}
-        vars(self).update(copy.deepcopy(state))
+        sequence exactly where the saved scheduler left off.
+
+        The state is checked with the constructor's own rules before anything changes:
+        unknown or missing keys, an invalid hyper-parameter (``T_max=0``,
+        ``eta_min=nan``) or counter (``last_step=-7``, ``last_step='x'``) raise
+        ``ValueError`` (``TypeError`` for a wrong type) naming it, and leave the
+        scheduler exactly as it was.
+        """
+        self._prepare_load(state_dict)()
+
+    # -- checks (subclass hooks) ----------------------------------------------------------
+    def _check_hparams(self) -> None:
+        """Check (and normalize) the hyper-parameters held in the attributes."""
+
+    def _check_counters(self) -> None:
+        """Check (and normalize) the loaded counters (``last_step``, rates, ...)."""
+
+    def _prepare_parts(self, state_dict: Mapping[str, Any]) -> Callable[[], None]:
+        """Check the entries saved outside the attributes (``_unsaved`` ones that
+        :meth:`state_dict` adds); return what loads them, to run once all is checked."""
+        return _nothing
+
+    def _after_load(self) -> None:
+        """Drop what was derived from the previous state (cached schedules)."""
+
+    def _check_args(self) -> None:
+        """The constructor's check of its arguments, named as the constructor names them."""
+        with check.owner(type(self).__name__, self._arg_names):
+            self._check_hparams()
+
+    # -- loading ----------------------------------------------------------------------------
+    def _prepare_load(self, state_dict: Any) -> Callable[[], None]:
+        """Check ``state_dict`` completely; return the commit that loads it."""
+        owner = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{owner}: expected a state dict, got {type(state_dict).__name__}")
+        expected = set(self.state_dict())
+        unknown = sorted(map(str, set(state_dict) - expected))
+        missing = sorted(expected - set(state_dict))
+        if unknown or missing:
+            problems = [f"unknown keys {unknown}"] if unknown else []
+            problems += [f"missing keys {missing}"] if missing else []
+            raise ValueError(f"{owner}: not a {type(self).__name__} state: {'; '.join(problems)}")
+        attributes = {k: copy.deepcopy(v) for k, v in state_dict.items() if k not in self._unsaved}
+        candidate = copy.copy(self)  # shares nothing it writes: attributes are replaced
+        vars(candidate).update(attributes)
+        candidate._after_load()
+        with check.owner(owner, self._state_names):
+            candidate._check_hparams()
+            candidate._check_counters()
+            commit_parts = self._prepare_parts(state_dict)
+        checked = {k: vars(candidate)[k] for k in attributes}
+
+        def commit() -> None:
+            vars(self).update(checked)
+            self._after_load()
+            commit_parts()
+
+        return commit
 
 
 class LRScheduler(StateDictMixin):
@@ -86,32 +180,42 @@ class LRScheduler(StateDictMixin):
     Learning rates are recomputed from the closed form each step (never from the
     current ``group["lr"]``), so a saved/loaded scheduler continues bit-identically.
     Hyper-parameters are read when the per-group schedules are built (construction and
-    :meth:`load_state_dict`).
+    :meth:`load_state_dict`). ``last_step`` is an integer >= -1 and ``verbose`` a bool;
+    a subclass sets its hyper-parameters as attributes before calling this
+    constructor, which checks them (:meth:`_check_hparams`) before it writes anything.
     """
 
-    _unsaved = ("optimizer", "_schedule_cache")
+    _unsaved: ClassVar[tuple[str, ...]] = ("optimizer", "_schedule_cache")
 
     def __init__(self, optimizer: Any, last_step: int = -1, verbose: bool = False):
-        self.optimizer = optimizer
         groups = param_groups(optimizer)
-        self.last_step = check.integer("last_step", last_step, -1)
-        self.verbose = bool(verbose)
-        if self.last_step == -1:
-            for group in groups:
-                group.setdefault("initial_lr", group["lr"])
-        else:
+        with check.owner(type(self).__name__):
+            last_step = check.integer("last_step", last_step, -1)
+            verbose = check.flag("verbose", verbose)
+        self.optimizer = optimizer
+        self._check_args()
+        if last_step != -1:
             for i, group in enumerate(groups):
                 if "initial_lr" not in group:
                     raise KeyError(
                         f"param 'initial_lr' is not specified in param_groups[{i}] when "
                         "resuming a scheduler (last_step >= 0)"
                     )
+        self._init_groups(groups, last_step)
+        if last_step == -1:
+            for group in groups:
+                group.setdefault("initial_lr", group["lr"])
+        self.last_step = last_step
+        self.verbose = verbose
         self.base_lrs: list[float] = self._initial_base_lrs()
         self._last_lr: list[float] = []
         self._schedule_cache: dict[Any, Schedule] = {}
         self.step()
 
     # -- subclass hooks ---------------------------------------------------------------
+    def _init_groups(self, groups: list[dict], last_step: int) -> None:
+        """Writes into the optimizer's groups at construction, after every check."""
+
     def _initial_base_lrs(self) -> list[float]:
         return [float(g["initial_lr"]) for g in self.optimizer.param_groups]
 
@@ -121,6 +225,16 @@ class LRScheduler(StateDictMixin):
 
     def _after_step(self) -> None:
         """Side effects beyond ``lr`` (momentum cycling)."""
+
+    def _after_load(self) -> None:
+        self._schedule_cache = {}
+
+    def _check_counters(self) -> None:
+        n = len(param_groups(self.optimizer))
+        self.last_step = check.integer("last_step", self.last_step, 0)
+        self.verbose = check.flag("verbose", self.verbose)
+        self.base_lrs = rates("base_lrs", self.base_lrs, n)
+        self._last_lr = rates("_last_lr", self._last_lr, n)
 
     # -- evaluation ---------------------------------------------------------------------
     def _group_schedule(self, group: int) -> Schedule:
@@ -136,7 +250,9 @@ class LRScheduler(StateDictMixin):
     def get_lr(self, base_lr: float, step: int, group: int = 0) -> float:
         """The closed-form learning rate at ``step`` for a group whose base rate is
         ``base_lr`` (hyper-parameters given per group are those of ``group``)."""
-        return float(self._schedule(float(base_lr), group)(step))
+        with check.owner(f"{type(self).__name__}.get_lr"):
+            base_lr = check.non_negative("base_lr", base_lr)
+        return float(self._schedule(base_lr, group)(step))
 
     def get_last_lr(self) -> list[float]:
         """The learning rates written by the last ``step()``, one per group."""
@@ -159,10 +275,6 @@ class LRScheduler(StateDictMixin):
                 )
         self._last_lr = list(lrs)
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self._schedule_cache = {}
-
     @property
     def last_epoch(self) -> int:
         """torch's name for :attr:`last_step`."""
@@ -170,7 +282,8 @@ class LRScheduler(StateDictMixin):
 
     @last_epoch.setter
     def last_epoch(self, value: int) -> None:
-        self.last_step = value
+        with check.owner(type(self).__name__):
+            self.last_step = check.integer("last_epoch", value, -1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(last_step={self.last_step}, lr={self._last_lr})"
@@ -188,6 +301,16 @@ def momentum_mode(optimizer: Any) -> bool:
                 f"enabled: param_groups[{i}] has neither 'momentum' nor 'betas'"
             )
     return "betas" in groups[0]
+
+
+def check_momentum_state(optimizer: Any, cycle_momentum: Any, use_beta1: Any) -> bool:
+    """A loaded ``use_beta1``: a bool, naming a key every group has when cycling."""
+    cycle_momentum = check.flag("cycle_momentum", cycle_momentum)
+    use_beta1 = check.flag("use_beta1", use_beta1)
+    key = "betas" if use_beta1 else "momentum"
+    if cycle_momentum and not all(key in g for g in param_groups(optimizer)):
+        check.fail("use_beta1", use_beta1, f"every param group must then have {key!r}")
+    return use_beta1
 
 
 def set_momentum(group: dict, value: float, use_beta1: bool) -> None:

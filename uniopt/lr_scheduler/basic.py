@@ -3,11 +3,18 @@ PiecewiseDecay, absolute values). Each is a thin wrapper over a pure schedule.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from uniopt import schedules
-from uniopt.lr_scheduler._base import LRScheduler, Schedule, load_callables, save_callables
+from uniopt.lr_scheduler._base import (
+    LRScheduler,
+    Schedule,
+    check_saved_callables,
+    load_callables,
+    param_groups,
+    save_callables,
+)
 from uniopt.schedules import _checks as check
 
 
@@ -24,10 +31,13 @@ class StepLR(LRScheduler):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        schedules.step_decay(1.0, step_size, gamma)  # validate before touching the optimizer
-        self.step_size = int(step_size)
-        self.gamma = float(gamma)
+        self.step_size = step_size
+        self.gamma = gamma
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.step_decay(1.0, self.step_size, self.gamma)
+        self.step_size, self.gamma = int(self.step_size), float(self.gamma)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.step_decay(base_lr, self.step_size, self.gamma)
@@ -47,10 +57,14 @@ class MultiStepLR(LRScheduler):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        schedules.multistep_decay(1.0, milestones, gamma)
-        self.milestones = [int(m) for m in milestones]
-        self.gamma = float(gamma)
+        self.milestones = milestones
+        self.gamma = gamma
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.multistep_decay(1.0, self.milestones, self.gamma)
+        self.milestones = [int(m) for m in self.milestones]
+        self.gamma = float(self.gamma)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.multistep_decay(base_lr, self.milestones, self.gamma)
@@ -61,9 +75,12 @@ class ExponentialLR(LRScheduler):
     $\eta_t = \eta_0 \gamma^t$. Pure form: :func:`uniopt.schedules.exponential_decay`."""
 
     def __init__(self, optimizer: Any, gamma: float, last_step: int = -1, verbose: bool = False):
-        schedules.exponential_decay(1.0, gamma)
-        self.gamma = float(gamma)
+        self.gamma = gamma
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.exponential_decay(1.0, self.gamma)
+        self.gamma = float(self.gamma)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.exponential_decay(base_lr, self.gamma)
@@ -81,10 +98,13 @@ class ConstantLR(LRScheduler):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        schedules.constant(1.0, factor, total_iters)
-        self.factor = float(factor)
-        self.total_iters = int(total_iters)
+        self.factor = factor
+        self.total_iters = total_iters
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.constant(1.0, self.factor, self.total_iters)
+        self.factor, self.total_iters = float(self.factor), int(self.total_iters)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.constant(base_lr, self.factor, self.total_iters)
@@ -105,11 +125,16 @@ class LinearLR(LRScheduler):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        schedules.linear(1.0, start_factor, end_factor, total_iters)
-        self.start_factor = float(start_factor)
-        self.end_factor = float(end_factor)
-        self.total_iters = int(total_iters)
+        self.start_factor = start_factor
+        self.end_factor = end_factor
+        self.total_iters = total_iters
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.linear(1.0, self.start_factor, self.end_factor, self.total_iters)
+        self.start_factor = float(self.start_factor)
+        self.end_factor = float(self.end_factor)
+        self.total_iters = int(self.total_iters)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.linear(base_lr, self.start_factor, self.end_factor, self.total_iters)
@@ -122,6 +147,12 @@ class PolynomialLR(LRScheduler):
     torch's ``PolynomialLR(total_iters=D, power=p)`` is ``steps=D, end_learning_rate=0``.
     Pure form: :func:`uniopt.schedules.polynomial_decay`."""
 
+    _arg_names: ClassVar[dict[str, str]] = {"decay_steps": "steps", "end_lr": "end_learning_rate"}
+    _state_names: ClassVar[dict[str, str]] = {
+        "decay_steps": "max_decay_steps",
+        "end_lr": "end_learning_rate",
+    }
+
     def __init__(
         self,
         optimizer: Any,
@@ -132,12 +163,19 @@ class PolynomialLR(LRScheduler):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        schedules.polynomial_decay(1.0, steps, end_learning_rate, power, cycle)
-        self.max_decay_steps = int(steps)
-        self.end_learning_rate = float(end_learning_rate)
-        self.power = float(power)
-        self.cycle = bool(cycle)
+        self.max_decay_steps = steps
+        self.end_learning_rate = end_learning_rate
+        self.power = power
+        self.cycle = cycle
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.polynomial_decay(
+            1.0, self.max_decay_steps, self.end_learning_rate, self.power, self.cycle
+        )
+        self.max_decay_steps = int(self.max_decay_steps)
+        self.end_learning_rate = float(self.end_learning_rate)
+        self.power = float(self.power)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.polynomial_decay(
@@ -158,10 +196,14 @@ class PiecewiseDecay(LRScheduler):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        schedules.piecewise_decay(boundaries, values)
-        self.boundaries = [int(b) for b in boundaries]
-        self.values = [float(v) for v in values]
+        self.boundaries = boundaries
+        self.values = values
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.piecewise_decay(self.boundaries, self.values)
+        self.boundaries = [int(b) for b in self.boundaries]
+        self.values = [float(v) for v in self.values]
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.piecewise_decay(self.boundaries, self.values)
@@ -180,10 +222,13 @@ class NoamDecay(LRScheduler):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        schedules.noam(1.0, d_model, warmup_steps)
-        self.d_model = int(d_model)
-        self.warmup_steps = int(warmup_steps)
+        self.d_model = d_model
+        self.warmup_steps = warmup_steps
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.noam(1.0, self.d_model, self.warmup_steps)
+        self.d_model, self.warmup_steps = int(self.d_model), int(self.warmup_steps)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.noam(base_lr, self.d_model, self.warmup_steps)
@@ -194,9 +239,12 @@ class InverseTimeDecay(LRScheduler):
     Pure form: :func:`uniopt.schedules.inverse_time_decay`."""
 
     def __init__(self, optimizer: Any, gamma: float, last_step: int = -1, verbose: bool = False):
-        schedules.inverse_time_decay(1.0, gamma)
-        self.gamma = float(gamma)
+        self.gamma = gamma
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.inverse_time_decay(1.0, self.gamma)
+        self.gamma = float(self.gamma)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.inverse_time_decay(base_lr, self.gamma)
@@ -207,9 +255,12 @@ class NaturalExpDecay(LRScheduler):
     Pure form: :func:`uniopt.schedules.natural_exp_decay`."""
 
     def __init__(self, optimizer: Any, gamma: float, last_step: int = -1, verbose: bool = False):
-        schedules.natural_exp_decay(1.0, gamma)
-        self.gamma = float(gamma)
+        self.gamma = gamma
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.natural_exp_decay(1.0, self.gamma)
+        self.gamma = float(self.gamma)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.natural_exp_decay(base_lr, self.gamma)
@@ -219,7 +270,8 @@ class _LambdaBase(LRScheduler):
     """Shared by LambdaLR and MultiplicativeLR: one callable per group, saved as torch
     does (a callable object's ``__dict__``; plain functions and lambdas are skipped)."""
 
-    _unsaved = (*LRScheduler._unsaved, "lr_lambdas")
+    _unsaved: ClassVar[tuple[str, ...]] = (*LRScheduler._unsaved, "lr_lambdas")
+    _arg_names: ClassVar[dict[str, str]] = {"lr_lambdas": "lr_lambda"}
 
     def __init__(
         self,
@@ -228,24 +280,27 @@ class _LambdaBase(LRScheduler):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        n = len(getattr(optimizer, "param_groups", []))
-        if isinstance(lr_lambda, list | tuple):
-            if len(lr_lambda) != n:
-                raise ValueError(f"expected {n} lr_lambdas (one per group), got {len(lr_lambda)}")
-            fns = list(lr_lambda)
-        else:
-            fns = [lr_lambda] * n
-        self.lr_lambdas = [check.callable_("lr_lambda", fn) for fn in fns]
+        self.lr_lambdas = lr_lambda
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        n = len(param_groups(self.optimizer))
+        fns = self.lr_lambdas
+        if isinstance(fns, list | tuple):
+            if len(fns) != n:
+                check.fail("lr_lambdas", fns, f"it must be one callable or a list of {n}")
+        else:
+            fns = [fns] * n
+        self.lr_lambdas = [check.callable_(f"lr_lambdas[{i}]", fn) for i, fn in enumerate(fns)]
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["lr_lambdas"] = save_callables(self.lr_lambdas)
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        load_callables(self.lr_lambdas, state_dict.get("lr_lambdas"))
+    def _prepare_parts(self, state_dict: Mapping[str, Any]) -> Callable[[], None]:
+        saved = check_saved_callables("lr_lambdas", state_dict["lr_lambdas"], len(self.lr_lambdas))
+        return lambda: load_callables(self.lr_lambdas, saved)
 
 
 class LambdaLR(_LambdaBase):

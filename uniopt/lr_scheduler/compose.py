@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from uniopt import schedules
 from uniopt.lr_scheduler._base import LRScheduler, Schedule, param_groups
 from uniopt.lr_scheduler.plateau import ReduceLROnPlateau
 from uniopt.schedules import _checks as check
+
+WARMUP_METHODS = ("linear", "constant")
 
 
 def _shift(schedule: Schedule, offset: int) -> Schedule:
@@ -23,21 +25,21 @@ def _shift(schedule: Schedule, offset: int) -> Schedule:
 
 
 def _check_schedulers(owner: str, schedulers: Any, optimizer: Any) -> list[LRScheduler]:
-    if isinstance(schedulers, str) or not isinstance(schedulers, Sequence) or not schedulers:
-        raise ValueError(f"{owner} expects a non-empty list of schedulers")
-    for i, sched in enumerate(schedulers):
-        if isinstance(sched, ReduceLROnPlateau):
-            raise ValueError(
-                f"{owner} does not support ReduceLROnPlateau (its step() needs a metric), "
-                f"got one at index {i}"
-            )
-        if not isinstance(sched, LRScheduler):
-            raise TypeError(f"{owner}: schedulers[{i}] is not an LRScheduler")
-        if sched.optimizer is not optimizer:
-            raise ValueError(
-                f"{owner} expects all schedulers to belong to the same optimizer, but "
-                f"schedulers[{i}] has a different one"
-            )
+    with check.owner(owner):
+        schedulers = check.sequence("schedulers", schedulers, "schedulers")
+        if not schedulers:
+            check.fail("schedulers", schedulers, "it must be a non-empty list of schedulers")
+        for i, sched in enumerate(schedulers):
+            if isinstance(sched, ReduceLROnPlateau):
+                check.fail(
+                    f"schedulers[{i}]",
+                    sched,
+                    "ReduceLROnPlateau is not supported here (its step() needs a metric)",
+                )
+            if not isinstance(sched, LRScheduler):
+                check.wrong_type(f"schedulers[{i}]", "an LRScheduler", sched)
+            if sched.optimizer is not optimizer:
+                check.fail(f"schedulers[{i}]", sched, "all schedulers must use the same optimizer")
     return list(schedulers)
 
 
@@ -73,10 +75,24 @@ class _Composite(LRScheduler):
         state["_schedulers"] = [s.state_dict() for s in self._schedulers]
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        for sched, state in zip(self._schedulers, state_dict.get("_schedulers", ()), strict=False):
-            sched.load_state_dict(state)
+    def _prepare_parts(self, state_dict: Mapping[str, Any]) -> Callable[[], None]:
+        """Each sub-scheduler checks its own state; nothing loads until all pass."""
+        saved = state_dict["_schedulers"]
+        n = len(self._schedulers)
+        if not isinstance(saved, list | tuple) or len(saved) != n:
+            sized = isinstance(saved, list | tuple)
+            got = f"{len(saved)} entries" if sized else f"a {type(saved).__name__}"
+            raise ValueError(
+                f"{check.current_owner()}: invalid _schedulers: it must be a list of {n} "
+                f"scheduler states (one per wrapped scheduler), got {got}"
+            )
+        commits = [sched._prepare_load(state) for sched, state in zip(self._schedulers, saved)]
+
+        def commit() -> None:
+            for load in commits:
+                load()
+
+        return commit
 
 
 class SequentialLR(_Composite):
@@ -99,27 +115,39 @@ class SequentialLR(_Composite):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        groups = param_groups(optimizer)
+        param_groups(optimizer)
         self._schedulers = _check_schedulers("SequentialLR", schedulers, optimizer)
-        self.milestones = check.increasing("milestones", milestones)
-        if len(self.milestones) != len(self._schedulers) - 1:
-            raise ValueError(
-                "SequentialLR expects one milestone fewer than schedulers, got "
-                f"{len(self._schedulers)} schedulers and {len(self.milestones)} milestones"
+        self.milestones = milestones
+        self.interval_rescaling = interval_rescaling
+        super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        self.milestones = check.increasing("milestones", self.milestones)
+        n = len(self.milestones)
+        if n != len(self._schedulers) - 1:
+            check.fail(
+                "milestones",
+                self.milestones,
+                f"it must have one entry fewer than schedulers ({len(self._schedulers)})",
             )
-        if isinstance(interval_rescaling, list | tuple):
-            if len(interval_rescaling) != len(self.milestones):
-                raise ValueError(
-                    f"interval_rescaling must be a bool or a list of {len(self.milestones)} "
-                    f"bools (one per milestone), got {len(interval_rescaling)}"
+        rescaling = self.interval_rescaling
+        if isinstance(rescaling, list | tuple):
+            if len(rescaling) != n:
+                check.fail(
+                    "interval_rescaling",
+                    rescaling,
+                    f"it must be a bool or a list of {n} bools (one per milestone)",
                 )
-            self.interval_rescaling = [bool(r) for r in interval_rescaling]
+            self.interval_rescaling = [
+                check.flag(f"interval_rescaling[{i}]", r) for i, r in enumerate(rescaling)
+            ]
         else:
-            self.interval_rescaling = [bool(interval_rescaling)] * len(self.milestones)
-        for group in groups:
+            self.interval_rescaling = [check.flag("interval_rescaling", rescaling)] * n
+
+    def _init_groups(self, groups: list[dict], last_step: int) -> None:
+        for group in groups:  # torch resets the rates the sub-schedulers changed
             if "initial_lr" in group:
                 group["lr"] = group["initial_lr"]
-        super().__init__(optimizer, last_step, verbose)
 
     def _compose(self, base_lr: float, parts: list[Schedule]) -> Schedule:
         parts = list(parts)
@@ -160,8 +188,10 @@ class ChainedScheduler(_Composite):
             optimizer = getattr(schedulers[0], "optimizer", None)
         groups = param_groups(optimizer)
         self._schedulers = _check_schedulers("ChainedScheduler", schedulers, optimizer)
+        with check.owner("ChainedScheduler"):
+            verbose = check.flag("verbose", verbose)
         self.optimizer = optimizer
-        self.verbose = bool(verbose)
+        self.verbose = verbose
         self.last_step = self._schedulers[0].last_step
         self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in groups]
         self._last_lr = []
@@ -240,15 +270,24 @@ class WarmupLR(_Composite):
             self._schedulers = []
             optimizer = scheduler_or_optimizer
         param_groups(optimizer)
-        self.warmup_method = check.choice("warmup_method", warmup_method, ("linear", "constant"))
-        self.warmup_iters = check.integer("warmup_iters", warmup_iters, 0)
-        self.warmup_factor = check.non_negative("warmup_factor", warmup_factor)
-        if self.warmup_method == "constant":
-            check.in_range("warmup_factor", warmup_factor, 0.0, 1.0)
-        self.warmup_prefix = bool(warmup_prefix)
-        if not self._schedulers and self.warmup_iters == 0:
-            raise ValueError("warmup_iters must be > 0 when WarmupLR wraps an optimizer")
+        self.warmup_method = warmup_method
+        self.warmup_iters = warmup_iters
+        self.warmup_factor = warmup_factor
+        self.warmup_prefix = warmup_prefix
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        self.warmup_method = check.choice("warmup_method", self.warmup_method, WARMUP_METHODS)
+        self.warmup_iters = check.integer("warmup_iters", self.warmup_iters, 0)
+        if self.warmup_method == "constant":
+            self.warmup_factor = check.in_range("warmup_factor", self.warmup_factor, 0.0, 1.0)
+        else:
+            self.warmup_factor = check.non_negative("warmup_factor", self.warmup_factor)
+        self.warmup_prefix = check.flag("warmup_prefix", self.warmup_prefix)
+        if not self._schedulers and self.warmup_iters == 0:
+            check.fail(
+                "warmup_iters", 0, "it must be >= 1 when WarmupLR wraps an optimizer directly"
+            )
 
     def _compose(self, base_lr: float, parts: list[Schedule]) -> Schedule:
         inner = parts[0] if parts else None

@@ -16,7 +16,9 @@ class CosineAnnealingLR(LRScheduler):
 
     Past ``T_max`` it rises again, as torch's does. torch evaluates a recursive form
     that equals this one when nothing else changes the rate; here the closed form is
-    used always. Pure form: :func:`uniopt.schedules.cosine_annealing`.
+    used always, with the phase reduced modulo ``2 T_max`` on the integer step.
+    ``T_max`` is an integer >= 1 and ``eta_min >= 0``.
+    Pure form: :func:`uniopt.schedules.cosine_annealing`.
     """
 
     def __init__(
@@ -27,10 +29,13 @@ class CosineAnnealingLR(LRScheduler):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        schedules.cosine_annealing(1.0, T_max, eta_min)
         self.T_max = T_max
-        self.eta_min = float(eta_min)
+        self.eta_min = eta_min
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.cosine_annealing(1.0, self.T_max, self.eta_min)
+        self.T_max, self.eta_min = int(self.T_max), float(self.eta_min)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.cosine_annealing(base_lr, self.T_max, self.eta_min)
@@ -53,10 +58,13 @@ class CosineDecayLR(LRScheduler):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        schedules.cosine_decay(1.0, decay_steps, alpha)
-        self.decay_steps = int(decay_steps)
-        self.alpha = float(alpha)
+        self.decay_steps = decay_steps
+        self.alpha = alpha
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.cosine_decay(1.0, self.decay_steps, self.alpha)
+        self.decay_steps, self.alpha = int(self.decay_steps), float(self.alpha)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.cosine_decay(base_lr, self.decay_steps, self.alpha)
@@ -81,11 +89,14 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        schedules.cosine_warm_restarts(1.0, T_0, T_mult, eta_min)
-        self.T_0 = int(T_0)
-        self.T_mult = int(T_mult)
-        self.eta_min = float(eta_min)
+        self.T_0 = T_0
+        self.T_mult = T_mult
+        self.eta_min = eta_min
         super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        schedules.cosine_warm_restarts(1.0, self.T_0, self.T_mult, self.eta_min)
+        self.T_0, self.T_mult, self.eta_min = int(self.T_0), int(self.T_mult), float(self.eta_min)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.cosine_warm_restarts(base_lr, self.T_0, self.T_mult, self.eta_min)

@@ -3,13 +3,14 @@ inverse cycling of momentum / Adam's beta1."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from uniopt import schedules
 from uniopt.lr_scheduler._base import (
     LRScheduler,
     Schedule,
+    check_momentum_state,
     load_callables,
     momentum_mode,
     param_groups,
@@ -18,6 +19,7 @@ from uniopt.lr_scheduler._base import (
     set_momentum,
 )
 from uniopt.schedules import _checks as check
+from uniopt.schedules.cyclical import cycle_between, scale_mode_of
 
 
 class _MomentumCycling(LRScheduler):
@@ -53,7 +55,19 @@ class OneCycleLR(_MomentumCycling):
     raises ValueError; at step ``total_steps`` itself the final rate is held (torch
     evaluates its last cosine slightly past the end there).
     Pure forms: :func:`uniopt.schedules.one_cycle`, :func:`uniopt.schedules.one_cycle_momentum`.
+    ``max_lr``, ``base_momentum`` and ``max_momentum`` are numbers >= 0 or one per
+    group, with ``base_momentum <= max_momentum``.
     """
+
+    _arg_names: ClassVar[dict[str, str]] = {
+        "max_lrs": "max_lr",
+        "base_momentums": "base_momentum",
+        "max_momentums": "max_momentum",
+    }
+    _state_names: ClassVar[dict[str, str]] = {
+        "base_momentum": "base_momentums",
+        "max_momentum": "max_momentums",
+    }
 
     def __init__(
         self,
@@ -73,34 +87,64 @@ class OneCycleLR(_MomentumCycling):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        groups = param_groups(optimizer)
         if total_steps is None:
             if epochs is None or steps_per_epoch is None:
                 raise ValueError(
-                    "You must define either total_steps OR (epochs AND steps_per_epoch)"
+                    "OneCycleLR: you must define either total_steps OR (epochs AND steps_per_epoch)"
                 )
-            total_steps = check.integer("epochs", epochs, 1) * check.integer(
-                "steps_per_epoch", steps_per_epoch, 1
-            )
-        schedules.one_cycle(
-            1.0, total_steps, pct_start, anneal_strategy, div_factor, final_div_factor, three_phase
-        )
-        self.total_steps = int(total_steps)
-        self.pct_start = float(pct_start)
+            with check.owner("OneCycleLR"):
+                total_steps = check.integer("epochs", epochs, 1) * check.integer(
+                    "steps_per_epoch", steps_per_epoch, 1
+                )
+        self.total_steps = total_steps
+        self.pct_start = pct_start
         self.anneal_strategy = anneal_strategy
-        self.div_factor = float(div_factor)
-        self.final_div_factor = float(final_div_factor)
-        self.three_phase = bool(three_phase)
-        self.max_lrs = per_group("max_lr", max_lr, len(groups))
+        self.div_factor = div_factor
+        self.final_div_factor = final_div_factor
+        self.three_phase = three_phase
+        self.max_lrs = max_lr
+        self.cycle_momentum = cycle_momentum
+        self.use_beta1 = False
+        self.base_momentums = base_momentum
+        self.max_momentums = max_momentum
+        super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        n = len(param_groups(self.optimizer))
+        schedules.one_cycle(
+            1.0,
+            self.total_steps,
+            self.pct_start,
+            self.anneal_strategy,
+            self.div_factor,
+            self.final_div_factor,
+            self.three_phase,
+        )
+        self.total_steps = int(self.total_steps)
+        self.pct_start = float(self.pct_start)
+        self.div_factor = float(self.div_factor)
+        self.final_div_factor = float(self.final_div_factor)
+        self.max_lrs = per_group("max_lrs", self.max_lrs, n)
+        self.cycle_momentum = check.flag("cycle_momentum", self.cycle_momentum)
+        self.base_momentums = per_group("base_momentums", self.base_momentums, n)
+        self.max_momentums = per_group("max_momentums", self.max_momentums, n)
+        for low, high in zip(self.base_momentums, self.max_momentums, strict=True):
+            schedules.one_cycle_momentum(
+                self.total_steps, low, high, self.pct_start, self.anneal_strategy, self.three_phase
+            )
+
+    def _check_counters(self) -> None:
+        super()._check_counters()
+        self.use_beta1 = check_momentum_state(self.optimizer, self.cycle_momentum, self.use_beta1)
+        if self.last_step > self.total_steps:
+            check.fail("last_step", self.last_step, f"it must be <= total_steps={self.total_steps}")
+
+    def _init_groups(self, groups: list[dict], last_step: int) -> None:
+        if self.cycle_momentum:
+            self.use_beta1 = momentum_mode(self.optimizer)
         if last_step == -1:
             for group, peak in zip(groups, self.max_lrs, strict=True):
                 group["initial_lr"] = peak / self.div_factor
-        self.cycle_momentum = bool(cycle_momentum)
-        if self.cycle_momentum:
-            self.use_beta1 = momentum_mode(optimizer)
-            self.base_momentums = per_group("base_momentum", base_momentum, len(groups))
-            self.max_momentums = per_group("max_momentum", max_momentum, len(groups))
-        super().__init__(optimizer, last_step, verbose)
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
         return schedules.one_cycle(
@@ -141,7 +185,14 @@ class CyclicLR(_MomentumCycling):
     Pure form: :func:`uniopt.schedules.cyclic` (momentum: ``cyclic(max_m, base_m, ...)``).
     """
 
-    _unsaved = (*LRScheduler._unsaved, "scale_fn")
+    _unsaved: ClassVar[tuple[str, ...]] = (*LRScheduler._unsaved, "scale_fn")
+    _arg_names: ClassVar[dict[str, str]] = {
+        "_cyclic_base_lrs": "base_lr",
+        "max_lrs": "max_lr",
+        "base_momentums": "base_momentum",
+        "max_momentums": "max_momentum",
+    }
+    _state_names: ClassVar[dict[str, str]] = {"base_lr": "_cyclic_base_lrs", "max_lr": "max_lrs"}
 
     def __init__(
         self,
@@ -160,39 +211,72 @@ class CyclicLR(_MomentumCycling):
         last_step: int = -1,
         verbose: bool = False,
     ):
-        groups = param_groups(optimizer)
-        schedules.cyclic(0.0, 1.0, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
-        self._cyclic_base_lrs = per_group("base_lr", base_lr, len(groups))
-        self.max_lrs = per_group("max_lr", max_lr, len(groups))
+        self._cyclic_base_lrs = base_lr
+        self.max_lrs = max_lr
+        self.step_size_up = step_size_up
+        self.step_size_down = step_size_down
+        self.mode = mode
+        self.gamma = gamma
+        self.scale_fn = scale_fn
+        self.scale_mode = scale_mode
+        self.cycle_momentum = cycle_momentum
+        self.use_beta1 = False
+        self.base_momentums = base_momentum
+        self.max_momentums = max_momentum
+        super().__init__(optimizer, last_step, verbose)
+
+    def _check_hparams(self) -> None:
+        n = len(param_groups(self.optimizer))
+        self._cyclic_base_lrs = per_group("_cyclic_base_lrs", self._cyclic_base_lrs, n)
+        self.max_lrs = per_group("max_lrs", self.max_lrs, n)
+        for low, high in zip(self._cyclic_base_lrs, self.max_lrs, strict=True):
+            schedules.cyclic(
+                low,
+                high,
+                self.step_size_up,
+                self.step_size_down,
+                self.mode,
+                self.gamma,
+                self.scale_fn,
+                self.scale_mode,
+            )
+        self.step_size_up = int(self.step_size_up)
+        if self.step_size_down is not None:
+            self.step_size_down = int(self.step_size_down)
+        self.gamma = float(self.gamma)
+        self.cycle_momentum = check.flag("cycle_momentum", self.cycle_momentum)
+        self.base_momentums = per_group("base_momentums", self.base_momentums, n)
+        self.max_momentums = per_group("max_momentums", self.max_momentums, n)
+        for i, (low, high) in enumerate(zip(self.base_momentums, self.max_momentums, strict=True)):
+            check.at_least(f"max_momentums[{i}]", high, f"base_momentums[{i}]", low)
+
+    def _check_counters(self) -> None:
+        super()._check_counters()
+        self.use_beta1 = check_momentum_state(self.optimizer, self.cycle_momentum, self.use_beta1)
+
+    def _init_groups(self, groups: list[dict], last_step: int) -> None:
+        if self.cycle_momentum:
+            self.use_beta1 = momentum_mode(self.optimizer)
         if last_step == -1:
             for group, lr in zip(groups, self._cyclic_base_lrs, strict=True):
                 group["lr"] = lr
-        self.step_size_up = int(step_size_up)
-        self.step_size_down = None if step_size_down is None else int(step_size_down)
-        self.mode = mode
-        self.gamma = float(gamma)
-        self.scale_fn = scale_fn
-        self.scale_mode = scale_mode
-        self.cycle_momentum = bool(cycle_momentum)
-        if self.cycle_momentum:
-            self.use_beta1 = momentum_mode(optimizer)
-            self.base_momentums = per_group("base_momentum", base_momentum, len(groups))
-            self.max_momentums = per_group("max_momentum", max_momentum, len(groups))
-        super().__init__(optimizer, last_step, verbose)
 
     def _initial_base_lrs(self) -> list[float]:
         return list(self._cyclic_base_lrs)
 
-    def _cyclic(self, low: float, high: float) -> Schedule:
-        return schedules.cyclic(
-            low,
-            high,
+    def _cyclic(self, start: float, turn: float) -> Schedule:
+        """The cycle from ``start`` to ``turn`` and back (arguments already checked)."""
+        down = self.step_size_up if self.step_size_down is None else self.step_size_down
+        return cycle_between(
+            "CyclicLR",
+            start,
+            turn,
             self.step_size_up,
-            self.step_size_down,
+            down,
             self.mode,
             self.gamma,
             self.scale_fn,
-            self.scale_mode,
+            scale_mode_of(self.mode, self.scale_fn, self.scale_mode),
         )
 
     def _schedule(self, base_lr: float, group: int) -> Schedule:
@@ -206,7 +290,13 @@ class CyclicLR(_MomentumCycling):
         state["scale_fn"] = save_callables([self.scale_fn])[0] if self.scale_fn else None
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        if self.scale_fn is not None:
-            load_callables([self.scale_fn], [state_dict.get("scale_fn")])
+    def _prepare_parts(self, state_dict: Mapping[str, Any]) -> Callable[[], None]:
+        saved = state_dict["scale_fn"]
+        if saved is not None and not isinstance(saved, Mapping):
+            check.fail("scale_fn", saved, "it must be None or a dict (a callable's state)")
+
+        def commit() -> None:
+            if self.scale_fn is not None:
+                load_callables([self.scale_fn], [saved])
+
+        return commit

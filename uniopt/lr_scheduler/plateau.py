@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
-from uniopt.lr_scheduler._base import StateDictMixin, param_groups
+from uniopt.lr_scheduler._base import StateDictMixin, param_groups, per_group, rates
 from uniopt.schedules import _checks as check
+
+
+def _worst(mode: str) -> float:
+    """The starting ``best``: +inf when minimizing, -inf when maximizing."""
+    return math.inf if mode == "min" else -math.inf
 
 
 class ReduceLROnPlateau(StateDictMixin):
@@ -25,8 +31,11 @@ class ReduceLROnPlateau(StateDictMixin):
     skipped when it would change the rate by no more than ``eps``; then ``cooldown``
     steps are ignored. ``min_lr`` is one number or one per group. Unlike the other
     schedulers the rate lives in the optimizer: restore the optimizer's param groups
-    along with :meth:`load_state_dict`.
+    along with :meth:`load_state_dict`. ``factor`` is in [0, 1), ``min_lr``, ``threshold``
+    and ``eps`` are >= 0, ``patience`` and ``cooldown`` integers >= 0.
     """
+
+    _arg_names: ClassVar[dict[str, str]] = {"min_lrs": "min_lr"}
 
     def __init__(
         self,
@@ -41,35 +50,60 @@ class ReduceLROnPlateau(StateDictMixin):
         eps: float = 1e-8,
         verbose: bool = False,
     ):
-        factor = check.real("factor", factor)
-        if factor >= 1.0:
-            raise ValueError(f"factor should be < 1.0, got {factor}")
-        if factor < 0.0:
-            raise ValueError(f"factor should be >= 0.0, got {factor}")
         groups = param_groups(optimizer)
         self.optimizer = optimizer
+        self.mode = mode
         self.factor = factor
-        if isinstance(min_lr, list | tuple):
-            if len(min_lr) != len(groups):
-                raise ValueError(
-                    f"expected {len(groups)} min_lrs (one per group), got {len(min_lr)}"
-                )
-            self.min_lrs = [check.non_negative(f"min_lr[{i}]", v) for i, v in enumerate(min_lr)]
-        else:
-            self.min_lrs = [check.non_negative("min_lr", min_lr)] * len(groups)
-        self.mode = check.choice("mode", mode, ("min", "max"))
-        self.threshold = check.non_negative("threshold", threshold)
-        self.threshold_mode = check.choice("threshold_mode", threshold_mode, ("rel", "abs"))
-        self.patience = check.integer("patience", patience, 0)
-        self.cooldown = check.integer("cooldown", cooldown, 0)
-        self.eps = check.non_negative("eps", eps)
-        self.verbose = bool(verbose)
-        self.mode_worse = math.inf if self.mode == "min" else -math.inf
+        self.patience = patience
+        self.threshold = threshold
+        self.threshold_mode = threshold_mode
+        self.cooldown = cooldown
+        self.min_lrs = min_lr
+        self.eps = eps
+        self.verbose = verbose
+        self._check_args()
+        self.mode_worse = _worst(self.mode)
         self.best = self.mode_worse
         self.num_bad_steps = 0
         self.cooldown_counter = 0
         self.last_step = 0
         self._last_lr = [float(g["lr"]) for g in groups]
+
+    def _check_hparams(self) -> None:
+        self.factor = check.real("factor", self.factor)
+        if not 0.0 <= self.factor < 1.0:
+            check.fail("factor", self.factor, "it must be in [0, 1)")
+        self.min_lrs = per_group("min_lrs", self.min_lrs, len(param_groups(self.optimizer)))
+        self.mode = check.choice("mode", self.mode, ("min", "max"))
+        self.threshold = check.non_negative("threshold", self.threshold)
+        self.threshold_mode = check.choice("threshold_mode", self.threshold_mode, ("rel", "abs"))
+        self.patience = check.integer("patience", self.patience, 0)
+        self.cooldown = check.integer("cooldown", self.cooldown, 0)
+        self.eps = check.non_negative("eps", self.eps)
+        self.verbose = check.flag("verbose", self.verbose)
+
+    def _check_counters(self) -> None:
+        self.last_step = check.integer("last_step", self.last_step, 0)
+        self.num_bad_steps = check.integer("num_bad_steps", self.num_bad_steps, 0)
+        self.cooldown_counter = check.integer("cooldown_counter", self.cooldown_counter, 0)
+        if self.cooldown_counter > self.cooldown:
+            check.fail(
+                "cooldown_counter",
+                self.cooldown_counter,
+                f"it must be <= cooldown={self.cooldown}",
+            )
+        if self.mode_worse != _worst(self.mode):
+            check.fail(
+                "mode_worse",
+                self.mode_worse,
+                f"it must be {_worst(self.mode)} in mode {self.mode!r}",
+            )
+        if isinstance(self.best, bool) or not isinstance(self.best, numbers.Real):
+            check.wrong_type("best", "a number", self.best)
+        self.best = float(self.best)
+        if math.isnan(self.best):
+            check.fail("best", self.best, "it must be a number (or the mode's worst, +-inf)")
+        self._last_lr = rates("_last_lr", self._last_lr, len(param_groups(self.optimizer)))
 
     @property
     def in_cooldown(self) -> bool:

@@ -61,14 +61,18 @@ def _cupy(a: np.ndarray, dtype: str) -> Any:
 
 
 def _to_numpy(x: Any) -> np.ndarray:
+    """A float64 (complex128 for complex arrays) NumPy copy of ``x``."""
+    wide = np.complex128 if "complex" in str(x.dtype) else np.float64
     if hasattr(x, "detach"):
-        return x.detach().cpu().double().numpy().copy()
+        x = x.detach().cpu()
+        x = x.resolve_conj().numpy().astype(wide) if x.is_complex() else x.double().numpy()
+        return x.copy()
     if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
-        return x.get().astype(np.float64)
+        return x.get().astype(wide)
     try:
-        return np.array(x, dtype=np.float64, copy=True)
+        return np.array(x, dtype=wide, copy=True)
     except TypeError:
-        return np.from_dlpack(x).astype(np.float64)
+        return np.from_dlpack(x).astype(wide)
 
 
 BACKENDS = {

@@ -152,9 +152,32 @@ def names_by_identity(named: Any) -> dict[int, str]:
     pairs: Iterable[Any] = named.items() if isinstance(named, Mapping) else named
     out = {}
     for item in pairs:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise TypeError(
+                "names must be a list of names, a dict name -> parameter or (name, "
+                f"parameter) pairs such as model.named_parameters(); got an item {item!r}"
+            )
         name, tensor = item
         out[id(tensor)] = str(name)
     return out
+
+
+def moot(option: str, hp: Mapping[str, Any], sd: Mapping[str, Any]) -> bool:
+    """Whether a uniopt option the framework's twin lacks changes nothing that twin
+    would continue: ``complex_mode`` where no state array is complex, and
+    ``corrected_moments`` (optax's order of the same Adam arithmetic) without AMSGrad."""
+    if option == "complex_mode":
+        state = sd.get("state") or {}
+        return not any(
+            np.iscomplexobj(v)
+            for entry in state.values()
+            if isinstance(entry, Mapping)
+            for v in entry.values()
+            if isinstance(v, np.ndarray)
+        )
+    if option == "corrected_moments":
+        return not hp.get("amsgrad", False)
+    return False
 
 
 def one_count(steps: Iterable[int], what: str) -> int:

@@ -298,7 +298,7 @@ def to_optax(opt_or_state: Any, params: Any = None) -> tuple[Any, Any]:
             raise TypeError("to_optax: params are required with a state dict")
     else:
         _common.check_plain(opt_or_state, "to_optax")
-        sd = opt_or_state.state_dict()
+        sd = opt_or_state.portable_state_dict()
         params = opt_or_state.params if params is None else params
     algorithm = sd.get("algorithm")
     if algorithm not in _ALGORITHM_TO_OPTAX:
@@ -318,7 +318,10 @@ def to_optax(opt_or_state: Any, params: Any = None) -> tuple[Any, Any]:
     problems = [
         f"{k}={hp[k]!r}"
         for k in _common.hyperparameter_names(cls)
-        if k in hp and k not in covered and hp[k] != optax_defaults.get(k)
+        if k in hp
+        and k not in covered
+        and hp[k] != optax_defaults.get(k)
+        and not _common.moot(k, hp, sd)
     ]
     scalable = set(spec.lr_scaled.values())
     problems += [

@@ -212,6 +212,8 @@ def from_torch(
     """
     tsd = torch_optimizer.state_dict()
     params = [p for g in torch_optimizer.param_groups for p in g["params"]]
+    if isinstance(names, str):
+        raise TypeError("names must be a sequence of parameter names, not one string")
     if names is not None and not _is_name_list(names):
         by_id = _common.names_by_identity(names)
         missing = [i for i, p in enumerate(params) if id(p) not in by_id]
@@ -257,7 +259,7 @@ def to_torch_state_dict(opt_or_state: Any) -> dict[str, Any]:
     """
     import torch
 
-    sd = opt_or_state if isinstance(opt_or_state, Mapping) else opt_or_state.state_dict()
+    sd = opt_or_state if isinstance(opt_or_state, Mapping) else opt_or_state.portable_state_dict()
     algorithm = sd.get("algorithm")
     spec = _spec(algorithm)
     cls = _common.optimizer_class(algorithm)
@@ -280,7 +282,7 @@ def to_torch_state_dict(opt_or_state: Any) -> dict[str, Any]:
                 out[k] = v
             elif k in uniopt_defaults or k in _common.GROUP_OPTIONS:
                 default = uniopt_defaults.get(k, _common.GROUP_OPTIONS.get(k))
-                if v != default:
+                if v != default and not _common.moot(k, group, sd):
                     raise ValueError(
                         f"param group {i}: {k}={v!r} has no torch.optim.{spec.torch_class} "
                         f"equivalent (torch behaves as {k}={default!r})"

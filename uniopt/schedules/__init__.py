@@ -1,7 +1,12 @@
 """Pure learning-rate schedules: ``schedule = factory(...)``, then ``lr = schedule(step)``.
 
 * ``step`` is the number of optimizer steps already completed: 0 for the first step
-  (optax's convention, and Paddle's, whose first step uses the value at step 0).
+  (optax's convention, and Paddle's, whose first step uses the value at step 0). It is
+  a whole number >= 0: a negative, fractional or non-finite step raises
+  ``ValueError: <schedule>: invalid step=<value>: ...`` (a bool or a string
+  ``TypeError``); nothing is clamped. So does a rate that is not a finite number >= 0
+  (``exponential_decay`` with ``gamma > 1`` overflowing, a user function returning a
+  negative factor).
 * A Python ``int`` step gives a Python ``float`` computed in float64 with :mod:`math`.
   A 0-d integer or floating array of any array-API library (numpy, torch, jax incl.
   tracers under ``jax.jit``, array_api_strict) gives a 0-d floating array of the same
@@ -9,11 +14,21 @@
   when the library has no float64, e.g. jax without x64). The array path has no
   Python branching on values, so jitted schedules trace once and never recompile.
   Arrays of any shape work elementwise.
+* Array steps are checked where their values can be read for free: numpy and
+  array_api_strict arrays, torch and jax arrays on the CPU. **Traced steps (under
+  ``jax.jit`` or ``torch.compile``) and arrays on an accelerator are not checked**
+  (that would stop the trace, or force a host sync every step): there a negative step
+  gives whatever the formula gives.
+* Periods and boundaries are computed on the integer step (``step % period`` before
+  any conversion to float), so large steps keep their precision even in float32:
+  ``cosine_annealing(0.1, 100)`` at a jax ``int32`` step ``10**9`` is exactly 0.1.
 * Factories take the absolute base learning rate first (``cosine_annealing(0.1, 100)``);
   exceptions: :func:`piecewise_decay` (absolute values), :func:`one_cycle` (peak rate),
   :func:`one_cycle_momentum`, and the combinators :func:`join`, :func:`chain`,
   :func:`linear_warmup`, which take schedules.
-* Bad arguments raise ``ValueError`` (``TypeError`` for wrong types) naming the argument.
+* Bad arguments raise ``ValueError`` (``TypeError`` for wrong types) naming the factory
+  and the argument: ``cosine_annealing: invalid T_max=0: it must be an integer >= 1``.
+  Rates, factors and values must be finite and >= 0, counts integers.
 
 The stateful, torch-style schedulers in :mod:`uniopt.lr_scheduler` are built on these.
 """

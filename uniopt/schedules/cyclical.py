@@ -33,7 +33,9 @@ def _phases(total_steps: int, pct_start: float, three_phase: bool) -> list[float
     return ends
 
 
-def _piecewise_anneal(ends: Sequence[float], values: Sequence[float], strategy: str) -> Schedule:
+def _piecewise_anneal(
+    owner: str, ends: Sequence[float], values: Sequence[float], strategy: str
+) -> Schedule:
     """Anneal ``values[i] -> values[i+1]`` over phase ``i`` (steps ``ends[i-1]..ends[i]``).
 
     A step belongs to the first phase whose end it does not exceed (torch's rule); the
@@ -43,14 +45,19 @@ def _piecewise_anneal(ends: Sequence[float], values: Sequence[float], strategy: 
     spans = [e - s for s, e in zip(starts, ends, strict=True)]
     last = len(ends) - 1
 
+    # for a whole step t, t <= end <=> t < floor(end) + 1 (compared exactly by m.before)
+    bounds = [math.floor(e) + 1 for e in ends]
+
     def schedule(step: Any) -> Any:
-        m, t = prepare(step)
+        m, t = prepare(step, owner)
         # last phase: pct clipped to 1 (hold), and 1 outright if the phase is empty
         pct = m.clip((t - starts[last]) / spans[last], max=1.0) if spans[last] > 0 else 1.0
         lr = _anneal(m, strategy, values[last], values[last + 1], pct)
         for i in reversed(range(last)):
             pct = (t - starts[i]) / spans[i] if spans[i] > 0 else 0.0  # empty: never chosen
-            lr = m.where(t <= ends[i], _anneal(m, strategy, values[i], values[i + 1], pct), lr)
+            lr = m.where(
+                m.before(bounds[i]), _anneal(m, strategy, values[i], values[i + 1], pct), lr
+            )
         return m.result(lr)
 
     return schedule
@@ -63,6 +70,7 @@ def _one_cycle_args(total_steps: Any, pct_start: Any, anneal_strategy: Any) -> t
     return total_steps, pct_start, anneal_strategy
 
 
+@check.factory
 def one_cycle(
     max_lr: float,
     total_steps: int,
@@ -87,19 +95,26 @@ def one_cycle(
     Past ``total_steps - 1`` this pure schedule holds $\eta_{end}$ (torch's scheduler
     raises after ``total_steps``; :class:`uniopt.lr_scheduler.OneCycleLR` does too).
     The first argument is the peak rate, not the starting one.
+
+    ``max_lr >= 0``, integer ``total_steps >= 1``, ``pct_start`` in [0, 1],
+    ``anneal_strategy`` ``"cos"`` or ``"linear"``, ``div_factor > 0``,
+    ``final_div_factor > 0``, ``three_phase`` a bool.
     """
-    max_lr = check.real("max_lr", max_lr)
+    max_lr = check.non_negative("max_lr", max_lr)
     total_steps, pct_start, anneal_strategy = _one_cycle_args(
         total_steps, pct_start, anneal_strategy
     )
     div_factor = check.positive("div_factor", div_factor)
     final_div_factor = check.positive("final_div_factor", final_div_factor)
+    three_phase = check.flag("three_phase", three_phase)
     initial = max_lr / div_factor
     final = initial / final_div_factor
     values = [initial, max_lr, initial, final] if three_phase else [initial, max_lr, final]
-    return _piecewise_anneal(_phases(total_steps, pct_start, three_phase), values, anneal_strategy)
+    ends = _phases(total_steps, pct_start, three_phase)
+    return _piecewise_anneal("one_cycle", ends, values, anneal_strategy)
 
 
+@check.factory
 def one_cycle_momentum(
     total_steps: int,
     base_momentum: float = 0.85,
@@ -111,17 +126,21 @@ def one_cycle_momentum(
     r"""The momentum (or Adam $\beta_1$) that torch ``OneCycleLR`` cycles with the rate:
     inverse to it, $m_{max} \to m_{base} \to m_{max}$ (three-phase:
     $m_{max} \to m_{base} \to m_{max}$, then held at $m_{max}$), same phases and annealing
-    as :func:`one_cycle`."""
+    as :func:`one_cycle`. ``0 <= base_momentum <= max_momentum``."""
     total_steps, pct_start, anneal_strategy = _one_cycle_args(
         total_steps, pct_start, anneal_strategy
     )
-    base_momentum = check.real("base_momentum", base_momentum)
-    max_momentum = check.real("max_momentum", max_momentum)
+    base_momentum = check.non_negative("base_momentum", base_momentum)
+    max_momentum = check.non_negative("max_momentum", max_momentum)
+    check.at_least("max_momentum", max_momentum, "base_momentum", base_momentum)
+    three_phase = check.flag("three_phase", three_phase)
     hi, lo = max_momentum, base_momentum
     values = [hi, lo, hi, hi] if three_phase else [hi, lo, hi]
-    return _piecewise_anneal(_phases(total_steps, pct_start, three_phase), values, anneal_strategy)
+    ends = _phases(total_steps, pct_start, three_phase)
+    return _piecewise_anneal("one_cycle_momentum", ends, values, anneal_strategy)
 
 
+@check.factory
 def cyclic(
     base_lr: float,
     max_lr: float,
@@ -143,23 +162,57 @@ def cyclic(
     where $g = 1$ (``triangular``), $g = 2^{-(c-1)}$ (``triangular2``) or
     $g = \gamma^{t}$ (``exp_range``), or ``scale_fn(c)`` / ``scale_fn(t)`` for a custom
     ``scale_fn`` with ``scale_mode`` ``"cycle"`` / ``"iterations"`` (it receives an
-    ``int`` on the Python path and a float array on the array path). Swapping the two
-    rates gives torch's cycled momentum.
+    ``int`` on the Python path and a float array on the array path).
+
+    ``0 <= base_lr <= max_lr``, integers ``step_size_up >= 1`` and ``step_size_down >= 1``
+    (``None``: equal to ``step_size_up``), ``mode`` one of ``"triangular"``,
+    ``"triangular2"``, ``"exp_range"``, ``gamma`` in (0, 1] (the amplitude never grows
+    past ``max_lr``), ``scale_mode`` ``"cycle"`` or ``"iterations"``. The cycle and the
+    position in it are an exact integer division of an integer step (no precision is
+    lost at large steps, even in float32). The momentum torch's ``CyclicLR`` cycles is
+    the same curve from ``max_momentum`` down to ``base_momentum``
+    (:class:`uniopt.lr_scheduler.CyclicLR` does that).
     """
-    base_lr = check.real("base_lr", base_lr)
-    max_lr = check.real("max_lr", max_lr)
+    base_lr = check.non_negative("base_lr", base_lr)
+    max_lr = check.non_negative("max_lr", max_lr)
+    check.at_least("max_lr", max_lr, "base_lr", base_lr)
     up = check.integer("step_size_up", step_size_up, 1)
     down = up if step_size_down is None else check.integer("step_size_down", step_size_down, 1)
-    gamma = check.positive("gamma", gamma)
-    if scale_fn is None:
-        mode = check.choice("mode", mode, CYCLIC_MODES)
-        scale_mode = "iterations" if mode == "exp_range" else "cycle"
-    else:
+    mode = check.choice("mode", mode, CYCLIC_MODES)
+    if not 0.0 < check.real("gamma", gamma) <= 1.0:
+        check.fail("gamma", gamma, "it must be in (0, 1]")
+    gamma = float(gamma)
+    scale_mode = check.choice("scale_mode", scale_mode, ("cycle", "iterations"))
+    if scale_fn is not None:
         check.callable_("scale_fn", scale_fn)
-        scale_mode = check.choice("scale_mode", scale_mode, ("cycle", "iterations"))
-    total = float(up + down)
+    scale_mode = scale_mode_of(mode, scale_fn, scale_mode)
+    return cycle_between("cyclic", base_lr, max_lr, up, down, mode, gamma, scale_fn, scale_mode)
+
+
+def scale_mode_of(mode: str, scale_fn: Callable[[Any], Any] | None, scale_mode: str) -> str:
+    """What the scale is a function of: ``scale_mode`` for a custom ``scale_fn``, else
+    the iteration for ``exp_range`` and the cycle for the triangular modes (torch)."""
+    if scale_fn is not None:
+        return scale_mode
+    return "iterations" if mode == "exp_range" else "cycle"
+
+
+def cycle_between(
+    owner: str,
+    start: float,
+    turn: float,
+    up: int,
+    down: int,
+    mode: str,
+    gamma: float,
+    scale_fn: Callable[[Any], Any] | None,
+    scale_mode: str,
+) -> Schedule:
+    """The curve of :func:`cyclic` from ``start`` towards ``turn`` and back, arguments
+    already checked (``turn < start`` gives torch's cycled momentum)."""
+    total = up + down
     ratio = up / total
-    height = max_lr - base_lr
+    height = turn - start
 
     def scale(m: Any, x: Any) -> Any:
         if scale_fn is not None:
@@ -167,15 +220,16 @@ def cyclic(
         if mode == "triangular":
             return 1.0
         if mode == "triangular2":
-            return 1 / (2.0 ** (x - 1))
-        return gamma**x
+            return m.pow(0.5, x - 1.0)  # torch's 1 / 2 ** (x - 1), without its overflow
+        return m.pow(gamma, x)
 
     def schedule(step: Any) -> Any:
-        m, t = prepare(step)
-        cycle = m.floor(1 + t / total)
-        x = 1.0 + t / total - cycle
+        m, t = prepare(step, owner)
+        done, rest = m.divmod(total)  # exact for an integer step
+        cycle = done + 1.0
+        x = rest / total
         factor = m.where(x <= ratio, x / ratio, (x - 1) / (ratio - 1))
         g = scale(m, cycle if scale_mode == "cycle" else t)
-        return m.result(base_lr + height * factor * g)
+        return m.result(start + height * factor * g)
 
     return schedule
