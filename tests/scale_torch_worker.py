@@ -120,7 +120,7 @@ def full(params) -> list[np.ndarray]:
 
 
 def state_of(opt):
-    sd = opt.state_dict()
+    sd = opt.portable_state_dict()
     return sd["inner"]["state"] if "inner" in sd else sd["state"]
 
 

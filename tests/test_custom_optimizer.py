@@ -94,7 +94,7 @@ def test_my_momentum_runs_on_every_backend(backend):
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     # its state travels in state_dict
-    saved = opt.state_dict()
+    saved = opt.portable_state_dict()
     assert set(saved["custom_state"]) == {"moments"}
     assert set(saved["custom_state"]["moments"]) == set(NAMES)
 
@@ -118,7 +118,7 @@ def test_my_momentum_with_groups_and_centralization(backend):
 
 def test_custom_state_round_trip():
     opt, _ = train("numpy", lambda ps: MyMomentum(ps, 0.01))
-    saved = opt.state_dict()
+    saved = opt.portable_state_dict()
     fresh = MyMomentum(
         {n: np.zeros(s) for n, s in zip(NAMES, [x.shape for x in PROBLEM.init])}, 0.01
     )

@@ -169,7 +169,7 @@ def test_single_process_checkpoint_loads_sharded_state_shape_errors():
     opt = uniopt.AdamW([("w", p)], lr=0.1)
     p.grad = torch.ones(3, dtype=torch.float64)
     opt.step()
-    sd = opt.state_dict()
+    sd = opt.portable_state_dict()
     sd["state"]["w"]["exp_avg"] = np.zeros(2)
     with pytest.raises(ValueError, match="'w'"):
         uniopt.distributed.load_full_state_dict(opt, sd)
@@ -193,4 +193,4 @@ def test_docs_fsdp2_recipe_runs_under_torchrun(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(16, 33), torch.nn.Tanh(), torch.nn.Linear(33, 4))
     opt = uniopt.LAMB(model.named_parameters(), lr=1e-2)
     opt.load_state_dict(uniopt.load(tmp_path / "opt.safetensors"))
-    assert opt.state_dict()["state"]["0.weight"]["exp_avg"].shape == (33, 16)
+    assert opt.portable_state_dict()["state"]["0.weight"]["exp_avg"].shape == (33, 16)

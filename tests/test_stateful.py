@@ -70,7 +70,7 @@ def test_none_gradients_are_skipped_with_per_tensor_steps_like_torch():
     for p, q in zip(ours, theirs):
         np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-14)
     np.testing.assert_array_equal(ours[2].detach().numpy(), init[2])
-    state = opt.state_dict()["state"]
+    state = opt.portable_state_dict()["state"]
     assert state["0"]["step"] == 8 and state["1"]["step"] == 4 and "2" not in state
 
 
@@ -215,7 +215,7 @@ def test_state_dict_round_trip_gives_the_same_next_steps(backend, case):
     opt = make(init)
     for g in grads[:4]:
         step(opt, g)
-    saved = opt.state_dict()
+    saved = opt.portable_state_dict()
     middle = [to_numpy(p) for p in opt.params]
     for g in grads[4:]:
         step(opt, g)
@@ -287,7 +287,7 @@ def test_dynamic_loss_scale_state_travels():
     opt = uniopt.SGD([np.ones(2)], lr=0.1, loss_scale=scale)
     opt.step([np.array([np.inf, 1.0])])
     opt.step([np.ones(2)])
-    saved = opt.state_dict()
+    saved = opt.portable_state_dict()
     assert saved["loss_scale"] == {"scale": 4.0, "good_steps": 1}
     other = uniopt.SGD([np.ones(2)], lr=0.1, loss_scale=uniopt.DynamicLossScale(init_scale=8.0))
     other.load_state_dict(saved)

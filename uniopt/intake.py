@@ -16,8 +16,35 @@ from typing import Any
 
 from uniopt import _tree
 from uniopt import params as params_forms
-from uniopt._adapter import adapter_for, is_array
+from uniopt._adapter import Adapter, adapter_for, is_array
 from uniopt.engine.segment import Segment
+
+
+def check_gradient(
+    owner: str, name: str, g: Any, p: Any, adapter: Adapter, devices: bool = True
+) -> None:
+    """The checks a gradient ``g`` of ``adapter``'s library passes against its
+    parameter ``p`` on both faces: the same sharding (DTensors are never redistributed
+    here), shape, dtype and (where ``devices``) device; raise naming the parameter."""
+    if adapter.sharding(g) != adapter.sharding(p):
+        raise ValueError(
+            f"{owner}: gradient for parameter '{name}' is sharded as "
+            f"{adapter.sharding(g)}, expected {adapter.sharding(p)} like the parameter"
+        )
+    if g.shape == p.shape and g.dtype == p.dtype and (not devices or adapter.same_device(g, p)):
+        return
+    checks = [
+        ("shape", tuple(g.shape), tuple(p.shape)),
+        ("dtype", adapter.dtype_name(g), adapter.dtype_name(p)),
+    ]
+    if devices:
+        checks.append(("device", adapter.device(g), adapter.device(p)))
+    for what, got, expected in checks:
+        if got != expected:
+            raise ValueError(
+                f"{owner}: gradient for parameter '{name}' has {what} {got}, "
+                f"expected {expected}"
+            )
 
 
 class GradientIntake:
@@ -142,25 +169,7 @@ class GradientIntake:
                 f"{self._owner}: gradient for parameter '{name}' is a {type(g).__name__}, "
                 f"expected a {segment.adapter.name} array like the parameter"
             )
-        if adapter.sharding(g) != adapter.sharding(p):  # DTensors: never redistributed here
-            raise ValueError(
-                f"{self._owner}: gradient for parameter '{name}' is sharded as "
-                f"{adapter.sharding(g)}, expected {adapter.sharding(p)} like the parameter"
-            )
-        if g.shape == p.shape and g.dtype == p.dtype and adapter.same_device(g, p):
-            return
-        data = segment.adapter.data(p)
-        checks = (
-            ("shape", tuple(g.shape), tuple(data.shape)),
-            ("dtype", adapter.dtype_name(g), adapter.dtype_name(data)),
-            ("device", adapter.device(g), adapter.device(data)),
-        )
-        for what, got, expected in checks:
-            if got != expected:
-                raise ValueError(
-                    f"{self._owner}: gradient for parameter '{name}' has {what} {got}, "
-                    f"expected {expected}"
-                )
+        check_gradient(self._owner, name, g, p, adapter)
 
     def _backward(
         self, loss: Any, parameters: Any, no_grad_set: Any

@@ -45,6 +45,7 @@ from uniopt.engine import pairs
 from uniopt.engine.execute import update_segment, update_tensors, update_whole
 from uniopt.engine.layout import Layout
 from uniopt.flat import Flat, segments
+from uniopt.intake import check_gradient
 from uniopt.norms import is_low_precision
 from uniopt.rule import Rule
 from uniopt.state import step_problem
@@ -334,25 +335,7 @@ def _check_grads(
             raise _not_an_array(owner, name, g, p)
         # XLA places arrays itself (jit moves its inputs, eager JAX moves uncommitted
         # arrays, and a tracer has no device): devices are compared where it does not
-        placed = adapter.fuses_per_tensor or adapter.same_device(g, p)
-        if g.shape == p.shape and g.dtype == p.dtype and placed:
-            if adapter.sharding(g) == adapter.sharding(p):
-                continue
-            raise ValueError(
-                f"{owner}: gradient for parameter '{name}' is sharded as "
-                f"{adapter.sharding(g)}, expected {adapter.sharding(p)} like the parameter"
-            )
-        checks = (
-            ("shape", tuple(g.shape), tuple(p.shape)),
-            ("dtype", adapter.dtype_name(g), adapter.dtype_name(p)),
-            ("device", adapter.device(g), adapter.device(p)),
-        )
-        for what, got, expected in checks:
-            if got != expected:
-                raise ValueError(
-                    f"{owner}: gradient for parameter '{name}' has {what} {got}, "
-                    f"expected {expected}"
-                )
+        check_gradient(owner, name, g, p, adapter, devices=not adapter.fuses_per_tensor)
 
 
 def _check_slots(
