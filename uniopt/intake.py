@@ -42,8 +42,7 @@ def check_gradient(
     for what, got, expected in checks:
         if got != expected:
             raise ValueError(
-                f"{owner}: gradient for parameter '{name}' has {what} {got}, "
-                f"expected {expected}"
+                f"{owner}: gradient for parameter '{name}' has {what} {got}, expected {expected}"
             )
 
 
