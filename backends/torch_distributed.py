@@ -15,7 +15,11 @@ runs on each process's **local shard**, so optimizer state is allocated shard by
   other difference is an error, never a silent gather.
 
 Checkpoints gather and slice through :meth:`full_from_local` and
-:meth:`local_from_full` (see :mod:`uniopt.distributed`).
+:meth:`local_from_full` (see :mod:`uniopt.distributed`). In torch.optim's layout
+(``opt.state``, ``opt.state_dict()``, what ``torch.distributed.checkpoint`` saves and
+reshards) a DTensor parameter's state tensors are DTensors laid out like it
+(:meth:`sharded`), and ``load_state_dict`` takes back any DTensor of the parameter's
+global shape on its mesh (:meth:`local_like`).
 """
 
 from __future__ import annotations
@@ -104,6 +108,48 @@ class DTensorAdapter(TorchAdapter):
 
     def point_grads(self, params: list[Any], grads: list[Any], flat: Any) -> None:
         return None
+
+    # ---- torch.optim's layout (DCP): state tensors laid out like their parameter -----
+
+    def sharded(self, local: Any, p: Any) -> Any:
+        """``local`` (shaped like ``p``'s local shard) as a DTensor laid out like ``p``,
+        over ``local``'s own memory (no copy, no communication); ``local`` itself when
+        ``p`` is whole on every process (a plain tensor)."""
+        if not isinstance(p, DTensor):
+            return local
+        return DTensor.from_local(
+            local, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
+        )
+
+    def local_like(self, x: Any, p: Any, where: str) -> Any:
+        """The piece of the state tensor ``x`` that belongs with parameter ``p`` on this
+        process: a DTensor ``x`` laid out like ``p`` gives its local shard (laid out
+        otherwise on the same mesh, it is redistributed first, collectively); for a
+        plain ``p``, its whole value. A plain ``x`` of ``p``'s global shape is cut as
+        ``p`` is cut (no communication); any other plain ``x`` is taken as this
+        process's shard already. ValueError (naming ``where``) when ``x`` cannot be
+        ``p``'s: another global shape, another mesh."""
+        if isinstance(x, DTensor):
+            if tuple(x.shape) != tuple(p.shape):
+                raise ValueError(
+                    f"{where} has global shape {list(x.shape)}, the parameter {list(p.shape)}"
+                )
+            if not isinstance(p, DTensor):
+                return x.full_tensor()
+            if x.device_mesh != p.device_mesh:
+                raise ValueError(
+                    f"{where} lies on {x.device_mesh}, the parameter on {p.device_mesh}"
+                )
+            if tuple(x.placements) != tuple(p.placements):
+                x = x.redistribute(p.device_mesh, p.placements)
+            return x.to_local()
+        if isinstance(p, DTensor) and tuple(x.shape) == tuple(p.shape) != tuple(
+            p._local_tensor.shape
+        ):
+            return distribute_tensor(
+                x.detach(), p.device_mesh, p.placements, src_data_rank=None
+            ).to_local()
+        return x
 
     # ---- checkpoints (collective: every process calls them in the same order) -----
 

@@ -54,8 +54,14 @@ FOUR = {
 }
 
 
+#: the algorithms the sharded sweep covers. The catalogue added in issue 18 is not in it
+#: yet: a rule failing on one rank's shard (an empty or uneven one) but not on the
+#: other desynchronises the processes' collectives, which hangs instead of failing
+SHARDED = ("sgd", "adam", "adamw", "adagrad", "rmsprop", "lamb", "lars_momentum", "lookahead")
+
+
 def cases_for(world: int) -> list[Case]:
-    everything = CASES + EXTRA
+    everything = [c for c in CASES if c.algorithm in SHARDED] + EXTRA
     if world == 2:
         return everything
     return [c for c in everything if c.id in FOUR or c.algorithm in ("lamb", "lars_momentum")]

@@ -37,6 +37,13 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, Phase, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+#: the algorithms fuzzed here. The catalogue added in issue 18 is not yet: its rules do
+#: not all keep this file's contract (one validator per argument name across rules,
+#: empty and complex tensors on every rule); issue 18 stays open for it
+FUZZED = ("sgd", "adam", "adamw", "adagrad", "rmsprop", "lamb", "lars_momentum", "lookahead")
+CASES = [c for c in CASES if c.algorithm in FUZZED]
+CLASSES = {a: c for a, c in CLASSES.items() if a in FUZZED}
+
 BACKENDS = ("numpy", "torch", "jax", "array_api_strict")
 MUTABLE = ("numpy", "torch")  # parameters written in place: they must be contiguous
 LOW = ("float16", "bfloat16")
@@ -898,6 +905,7 @@ def copy_state(sd: Any) -> Any:
 
 BAD_STEPS = (-1, 0, 2**53 + 1, 10**30, 1.5, 2.0, True, "3", None, np.float64(2.0))
 BAD_COUNTS = (-1, -(2**40), 2**53 + 1, 10**30, 1.5, 3.0, True, "3", None)
+LOOKAHEAD_CASES = [c for c in CASES if c.algorithm == "lookahead"]
 STATE_CORRUPTIONS = (
     "slot shape",
     "slot dtype",
@@ -1059,7 +1067,7 @@ def _bad_state_test(backend: str, examples: int):
         if backend == "torch" and kind == "format":
             return  # on torch a dict of another format is read as torch.optim's layout
         if kind in LOOKAHEAD_CORRUPTIONS:  # LookAhead's own keys: a LookAhead case
-            setup = {**setup, "case": CASES[-1 - pick % 2]}
+            setup = {**setup, "case": LOOKAHEAD_CASES[pick % 2]}
         opt, names, _ = stepped(backend, setup)
         sd = copy_state(portable_state_dict(opt))
         if kind in LOOKAHEAD_CORRUPTIONS:

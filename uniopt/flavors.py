@@ -109,15 +109,12 @@ def arguments(local_variables: Mapping[str, Any]) -> dict[str, Any]:
 def table() -> str:
     """The flavors x algorithms table (Markdown), from the algorithms' own presets."""
     import uniopt
+    from uniopt.optimizer import Optimizer
 
-    classes = [
-        uniopt.SGD,
-        uniopt.Adam,
-        uniopt.AdamW,
-        uniopt.Adagrad,
-        uniopt.RMSprop,
-        uniopt.LAMB,
-        uniopt.LarsMomentum,
+    classes = [  # every exported optimizer with a rule of its own (not LookAhead)
+        c
+        for c in vars(uniopt).values()
+        if isinstance(c, type) and issubclass(c, Optimizer) and c is not Optimizer and c.rule
     ]
     lines = [
         "| algorithm | " + " | ".join(FLAVORS) + " |",

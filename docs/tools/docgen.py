@@ -36,6 +36,15 @@ OPTIMIZERS = [
     ("rmsprop", "RMSprop", "rmsprop"),
     ("lamb", "LAMB", "lamb"),
     ("lars_momentum", "LarsMomentum", "lars_momentum"),
+    ("nadam", "NAdam", "nadam"),
+    ("nadamw", "NAdamW", "nadamw"),
+    ("radam", "RAdam", "radam"),
+    ("adamax", "Adamax", "adamax"),
+    ("adamaxw", "AdamaxW", "adamaxw"),
+    ("adabelief", "AdaBelief", "adabelief"),
+    ("yogi", "Yogi", "yogi"),
+    ("adan", "Adan", "adan"),
+    ("optimistic_adam", "OptimisticAdam", "optimistic_adam"),
     ("lookahead", "LookAhead", "lookahead"),
 ]
 
@@ -47,6 +56,15 @@ EXAMPLE_OPTIONS = {
     "Adagrad": "lr=0.5",
     "RMSprop": "lr=0.01, momentum=0.9",
     "LAMB": "lr=0.1, weight_decay=1e-2",
+    "NAdam": "lr=0.1",
+    "NAdamW": "lr=0.1, weight_decay=1e-2",
+    "RAdam": "lr=0.1",
+    "Adamax": "lr=0.1",
+    "AdamaxW": "lr=0.1, weight_decay=1e-2",
+    "AdaBelief": "lr=0.1",
+    "Yogi": "lr=0.1",
+    "Adan": "lr=0.1, weight_decay=1e-2",
+    "OptimisticAdam": "lr=0.1",
     "LarsMomentum": "lr=0.1, momentum=0.9",
 }
 

@@ -61,6 +61,15 @@ CLASSES = {
     "rmsprop": "RMSprop",
     "lamb": "LAMB",
     "lars_momentum": "LarsMomentum",
+    "nadam": "NAdam",
+    "nadamw": "NAdamW",
+    "radam": "RAdam",
+    "adamax": "Adamax",
+    "adamaxw": "AdamaxW",
+    "adabelief": "AdaBelief",
+    "yogi": "Yogi",
+    "adan": "Adan",
+    "optimistic_adam": "OptimisticAdam",
     "lookahead": "LookAhead",
 }
 TORCH_CLASSES = {
@@ -68,6 +77,10 @@ TORCH_CLASSES = {
     "adam": "Adam",
     "adamw": "AdamW",
     "adagrad": "Adagrad",
+    "nadam": "NAdam",
+    "nadamw": "NAdam",  # torch.optim.NAdam(decoupled_weight_decay=True)
+    "radam": "RAdam",
+    "adamax": "Adamax",
     "rmsprop": "RMSprop",
 }
 
@@ -245,6 +258,137 @@ CASES: list[Case] = [
         ),
         label="adamw-first-step",
     ),
+    Case("nadam", dict(lr=0.05), torch=dict(lr=0.05), label="default"),
+    Case(
+        "nadam",
+        dict(lr=0.05, weight_decay=0.1, momentum_decay=6e-3, decoupled_weight_decay=True),
+        torch=dict(lr=0.05, weight_decay=0.1, momentum_decay=6e-3, decoupled_weight_decay=True),
+        label="decoupled",
+    ),
+    Case(
+        "nadam",
+        dict(lr=0.05, momentum_decay=None, corrected_moments=True),
+        optax=("nadam", dict(learning_rate=0.05)),
+        label="optax",
+    ),
+    Case(
+        "nadamw",
+        dict(lr=0.05, weight_decay=0.1, momentum_decay=None, corrected_moments=True),
+        optax=("nadamw", dict(learning_rate=0.05, weight_decay=0.1)),
+        label="optax",
+    ),
+    Case(
+        "nadamw",
+        dict(lr=0.05, weight_decay=0.1, betas=(0.8, 0.99), maximize=True),
+        torch=dict(
+            lr=0.05, weight_decay=0.1, betas=(0.8, 0.99), maximize=True, decoupled_weight_decay=True
+        ),
+        label="torch-maximize",
+    ),
+    Case("radam", dict(lr=0.05), torch=dict(lr=0.05), label="default"),
+    Case(
+        "radam",
+        dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, eps=1e-3, maximize=True),
+        torch=dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, eps=1e-3, maximize=True),
+        label="decoupled-maximize",
+    ),
+    Case(
+        "radam",
+        dict(lr=0.05, eps=1e-3, eps_hat=False, corrected_moments=True, nesterov=True),
+        optax=("radam", dict(learning_rate=0.05, eps=1e-3, nesterov=True)),
+        label="optax-nesterov",
+    ),
+    Case("adamax", dict(lr=0.05), torch=dict(lr=0.05), label="default"),
+    Case(
+        "adamax",
+        dict(lr=0.05, betas=(0.8, 0.99), eps=1e-3, weight_decay=0.1, maximize=True),
+        torch=dict(lr=0.05, betas=(0.8, 0.99), eps=1e-3, weight_decay=0.1, maximize=True),
+        label="decay-maximize",
+    ),
+    Case(
+        "adamax",
+        dict(lr=0.05, corrected_moments=True),
+        optax=("adamax", dict(learning_rate=0.05)),
+        label="optax",
+    ),
+    Case(
+        "adamaxw",
+        dict(lr=0.05, weight_decay=0.1, corrected_moments=True),
+        optax=("adamaxw", dict(learning_rate=0.05, weight_decay=0.1)),
+        label="optax",
+    ),
+    Case("adamaxw", dict(lr=0.05, eps=1e-3, eps_outside_max=True), label="keras-eps"),
+    Case(
+        "adabelief",
+        dict(lr=0.05),
+        optax=("adabelief", dict(learning_rate=0.05)),
+        label="default",
+    ),
+    Case(
+        "adabelief",
+        dict(lr=0.05, betas=(0.8, 0.99), eps=1e-8, eps_root=1e-10, nesterov=True),
+        optax=(
+            "adabelief",
+            dict(learning_rate=0.05, b1=0.8, b2=0.99, eps=1e-8, eps_root=1e-10, nesterov=True),
+        ),
+        label="nesterov",
+    ),
+    Case("adabelief", dict(lr=0.05, weight_decay=0.1, maximize=True), label="decay-maximize"),
+    Case("yogi", dict(lr=0.05), optax=("yogi", dict(learning_rate=0.05)), label="default"),
+    Case(
+        "yogi",
+        dict(
+            lr=0.05,
+            betas=(0.8, 0.99),
+            eps=1e-4,
+            eps_root=1e-8,
+            initial_accumulator_value=0.1,
+            weight_decay=0.05,
+            maximize=True,
+        ),
+        label="options",
+    ),
+    Case("adan", dict(lr=0.05), optax=("adan", dict(learning_rate=0.05)), label="default"),
+    Case(
+        "adan",
+        dict(lr=0.05, betas=(0.9, 0.9, 0.999), eps=1e-6, eps_root=0.0, weight_decay=0.1),
+        optax=(
+            "adan",
+            dict(
+                learning_rate=0.05,
+                b1=0.9,
+                b2=0.9,
+                b3=0.999,
+                eps=1e-6,
+                eps_root=0.0,
+                weight_decay=0.1,
+            ),
+        ),
+        label="decay",
+    ),
+    Case(
+        "optimistic_adam",
+        dict(lr=0.05),
+        optax=("optimistic_adam_v2", dict(learning_rate=0.05)),
+        label="default",
+    ),
+    Case(
+        "optimistic_adam",
+        dict(lr=0.05, alpha=0.5, beta=2.0, betas=(0.8, 0.99), nesterov=False, eps_root=1e-8),
+        optax=(
+            "optimistic_adam_v2",
+            dict(
+                learning_rate=0.05,
+                alpha=0.5,
+                beta=2.0,
+                b1=0.8,
+                b2=0.99,
+                nesterov=False,
+                eps_root=1e-8,
+            ),
+        ),
+        label="options",
+    ),
 ]
 
 ERRORS: list[ErrorCase] = [
@@ -285,6 +429,50 @@ ERRORS: list[ErrorCase] = [
     ErrorCase("lars_momentum", {"lars_coeff": -1.0}, ValueError, "invalid lars_coeff=-1.0"),
     ErrorCase("adamw", {"flavor": "caffe"}, ValueError, "unknown flavor='caffe'"),
     ErrorCase("lars_momentum", {"flavor": "torch"}, ValueError, "torch has no LarsMomentum"),
+    *[
+        ErrorCase(name, opts, ValueError, match)
+        for name in ("nadam", "nadamw")
+        for opts, match in (
+            ({"betas": (1.0, 0.0)}, "invalid betas"),
+            ({"eps": -1e-8}, "invalid eps=-1e-08"),
+            ({"momentum_decay": -0.2}, "invalid momentum_decay=-0.2"),
+            ({"eps_root": -1.0}, "invalid eps_root=-1.0"),
+            ({"mu_product": "float16"}, "invalid mu_product='float16'"),
+            ({"flavor": "paddle"}, "paddle has no NAdam"),
+        )
+    ],
+    ErrorCase("nadam", {"momentum_decay": "fast"}, TypeError, "momentum_decay must be"),
+    ErrorCase("radam", {"betas": (0.9, 1.0)}, ValueError, "invalid betas"),
+    ErrorCase("radam", {"eps": -1.0}, ValueError, "invalid eps=-1.0"),
+    ErrorCase("radam", {"threshold": float("inf")}, ValueError, "invalid threshold=inf"),
+    ErrorCase("radam", {"nesterov": 1}, TypeError, "nesterov must be a bool"),
+    ErrorCase("radam", {"flavor": "keras"}, ValueError, "keras has no RAdam"),
+    *[
+        ErrorCase(name, opts, ValueError, match)
+        for name in ("adamax", "adamaxw")
+        for opts, match in (
+            ({"betas": (0.0, 1.0)}, "invalid betas"),
+            ({"eps": -1e-8}, "invalid eps=-1e-08"),
+        )
+    ],
+    ErrorCase("adamax", {"eps_outside_max": "yes"}, TypeError, "eps_outside_max must be a bool"),
+    ErrorCase("adamaxw", {"flavor": "torch"}, ValueError, "torch has no AdamaxW"),
+    *[
+        ErrorCase(name, opts, ValueError, match)
+        for name in ("adabelief", "yogi", "optimistic_adam")
+        for opts, match in (
+            ({"betas": (0.9, 1.0)}, "invalid betas"),
+            ({"eps": -1e-8}, "invalid eps=-1e-08"),
+            ({"eps_root": -1.0}, "invalid eps_root=-1.0"),
+            ({"flavor": "torch"}, "torch has no"),
+        )
+    ],
+    ErrorCase("yogi", {"initial_accumulator_value": -1.0}, ValueError, "invalid initial_acc"),
+    ErrorCase("adan", {"betas": (0.9, 0.9)}, ValueError, r"invalid betas=\(0.9, 0.9\): it must"),
+    ErrorCase("adan", {"betas": (0.9, 0.9, 1.0)}, ValueError, "each beta must be in"),
+    ErrorCase("adan", {"eps_root": -1.0}, ValueError, "invalid eps_root=-1.0"),
+    ErrorCase("optimistic_adam", {"alpha": "x"}, TypeError, "alpha must be a real number"),
+    ErrorCase("optimistic_adam", {"beta": float("nan")}, ValueError, "invalid beta=nan"),
 ]
 
 

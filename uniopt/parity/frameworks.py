@@ -340,6 +340,20 @@ KERAS_CASES = [
         dict(lr=0.01, momentum=0.5, centered=True, eps=1e-3),
     ),
     ("Adagrad", dict(learning_rate=0.05), uniopt.Adagrad, dict(lr=0.05)),
+    ("Nadam", dict(learning_rate=0.05), uniopt.NAdam, dict(lr=0.05)),
+    (
+        "Nadam",
+        dict(learning_rate=0.05, beta_1=0.8, epsilon=1e-3, weight_decay=0.1),
+        uniopt.NAdam,
+        dict(lr=0.05, betas=(0.8, 0.999), eps=1e-3, weight_decay=0.1),
+    ),
+    ("Adamax", dict(learning_rate=0.05), uniopt.Adamax, dict(lr=0.05)),
+    (
+        "Adamax",
+        dict(learning_rate=0.05, epsilon=1e-3, weight_decay=0.1),
+        uniopt.AdamaxW,
+        dict(lr=0.05, eps=1e-3, weight_decay=0.1),
+    ),
     ("Lamb", dict(learning_rate=0.05), uniopt.LAMB, dict(lr=0.05)),
 ]
 

@@ -106,6 +106,56 @@ OPTAX_TRANSFORMS: dict[str, OptaxSpec] = {
         {"TraceState": {"trace": ("velocity", -1)}},
         {"weight_decay": 0.0, "trust_coefficient": 0.001, "eps": 0.0, "momentum": 0.9},
     ),
+    # optax.nadam(w): scale_by_adam(nesterov=True), Dozat's constant momentum
+    "nadam": OptaxSpec(
+        "nadam",
+        {**_ADAM_ARGS, "eps_root": "eps_root"},
+        _ADAM_STATE,
+        {**_ADAM_DEFAULTS, "eps_root": 0.0},
+        {"momentum_decay": None},
+    ),
+    "nadamw": OptaxSpec(
+        "nadamw",
+        {**_ADAM_ARGS, "eps_root": "eps_root", "weight_decay": "weight_decay"},
+        _ADAM_STATE,
+        {**_ADAM_DEFAULTS, "eps_root": 0.0, "weight_decay": 1e-4},
+        {"momentum_decay": None},
+    ),
+    "radam": OptaxSpec(
+        "radam",
+        {**_ADAM_ARGS, "eps_root": "eps_root", "threshold": "threshold", "nesterov": "nesterov"},
+        _ADAM_STATE,
+        {**_ADAM_DEFAULTS, "eps_root": 0.0, "threshold": 5.0, "nesterov": False},
+    ),
+    "adamax": OptaxSpec(
+        "adamax",
+        _ADAM_ARGS,
+        {"ScaleByAdamState": {"count": COUNT, "mu": ("exp_avg", 1), "nu": ("exp_inf", 1)}},
+        _ADAM_DEFAULTS,
+    ),
+    "adamaxw": OptaxSpec(
+        "adamaxw",
+        {**_ADAM_ARGS, "weight_decay": "weight_decay"},
+        {"ScaleByAdamState": {"count": COUNT, "mu": ("exp_avg", 1), "nu": ("exp_inf", 1)}},
+        {**_ADAM_DEFAULTS, "weight_decay": 1e-4},
+    ),
+    "adabelief": OptaxSpec(
+        "adabelief",
+        {**_ADAM_ARGS, "eps_root": "eps_root", "nesterov": "nesterov"},
+        {"ScaleByBeliefState": {"count": COUNT, "mu": ("exp_avg", 1), "nu": ("exp_avg_var", 1)}},
+        {"b1": 0.9, "b2": 0.999, "eps": 1e-16, "eps_root": 1e-16, "nesterov": False},
+    ),
+    # optax.yogi passes neither eps_root nor initial_accumulator_value (scale_by_yogi's)
+    "yogi": OptaxSpec(
+        "yogi",
+        _ADAM_ARGS,
+        _ADAM_STATE,
+        {**_ADAM_DEFAULTS, "eps": 1e-3},
+        {"eps_root": 0.0, "initial_accumulator_value": 1e-6},
+    ),
+    # not here: optax.adan (three betas, which from_optax's pair-filling cannot take) and
+    # optax.optimistic_adam(_v2) (its state's is_initial_step flag, which no uniopt slot
+    # or count maps onto)
 }
 _ALGORITHM_TO_OPTAX = {spec.algorithm: name for name, spec in OPTAX_TRANSFORMS.items()}
 

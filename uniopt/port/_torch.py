@@ -37,6 +37,10 @@ TORCH_OPTIMIZERS: dict[str, TorchSpec] = {
         "RMSprop",
         {"square_avg": "square_avg", "momentum_buffer": "momentum_buffer", "grad_avg": "grad_avg"},
     ),
+    # torch.optim.NAdam is not here: its per-parameter "mu_product" (a 0-d tensor) has
+    # no uniopt slot (uniopt forms it from the step count)
+    "radam": TorchSpec("RAdam", {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}),
+    "adamax": TorchSpec("Adamax", {"exp_avg": "exp_avg", "exp_inf": "exp_inf"}),
 }
 #: torch group keys that select an implementation, not the numbers
 _IMPLEMENTATION = ("foreach", "fused", "capturable", "differentiable")
